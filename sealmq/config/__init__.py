@@ -1,0 +1,39 @@
+"""Typed settings and the TOML loader.
+
+``load_settings(path)`` returns a validated, frozen :class:`Settings` or raises
+:class:`ConfigError` listing every problem. This package imports nothing else
+from sealmq.
+"""
+
+from sealmq.config.loader import CONFIG_ENV_VAR, ConfigError, ConfigProblem, load_settings
+from sealmq.config.settings import (
+    DEFAULT_TLS_PORTS,
+    KNOWN_LISTENERS,
+    LOG_LEVELS,
+    EncryptionSettings,
+    LimitSettings,
+    Listener,
+    PolicySettings,
+    Settings,
+    StoreSettings,
+    TLSSettings,
+    UserSettings,
+)
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_TLS_PORTS",
+    "KNOWN_LISTENERS",
+    "LOG_LEVELS",
+    "ConfigError",
+    "ConfigProblem",
+    "EncryptionSettings",
+    "LimitSettings",
+    "Listener",
+    "PolicySettings",
+    "Settings",
+    "StoreSettings",
+    "TLSSettings",
+    "UserSettings",
+    "load_settings",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from sealmq.cli.main import main
+
+sys.exit(main())

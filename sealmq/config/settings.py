@@ -1,0 +1,204 @@
+"""Typed broker settings: what ``sealmq.toml`` can say, with every default.
+
+Every class here is a frozen dataclass; build them with
+:func:`sealmq.config.load_settings` (which validates and reports every problem
+at once) or directly in tests, e.g. ``Settings(data_dir=tmp_path).with_free_ports()``.
+Direct construction is not validated beyond making ``data_dir`` absolute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_TLS_PORTS",
+    "KNOWN_LISTENERS",
+    "LOG_LEVELS",
+    "EncryptionSettings",
+    "LimitSettings",
+    "Listener",
+    "PolicySettings",
+    "Settings",
+    "StoreSettings",
+    "TLSSettings",
+    "UserSettings",
+]
+
+#: Endpoint names a listener may have, in the order the broker starts them.
+KNOWN_LISTENERS: tuple[str, ...] = ("openwire", "amqp", "stomp", "mqtt", "wss", "console", "kms")
+
+#: TLS ports a newcomer gets. These are Amazon MQ for ActiveMQ's endpoint ports
+#: (OpenWire 61617, AMQP 5671, STOMP 61614, MQTT 8883, MQTT/STOMP over WSS 61619,
+#: web console 8162), so existing client configuration works unchanged; ``kms``
+#: (the local key service's AWS KMS JSON API) has no Amazon MQ port, 9443 is ours.
+DEFAULT_TLS_PORTS: Mapping[str, int] = MappingProxyType(
+    {
+        "openwire": 61617,
+        "amqp": 5671,
+        "stomp": 61614,
+        "mqtt": 8883,
+        "wss": 61619,
+        "console": 8162,
+        "kms": 9443,
+    }
+)
+
+#: Accepted ``log_level`` values (the names of the stdlib ``logging`` levels, lower case).
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One network endpoint the broker binds on ``Settings.host``."""
+
+    name: str
+    """Endpoint name, one of :data:`KNOWN_LISTENERS`."""
+    port: int
+    """TCP port, 1-65535; 0 lets the OS pick a free port (tests use this)."""
+    tls: bool = True
+    """True: served over TLS. False: plain TCP, which exists only when configured
+    explicitly under ``[listeners.plain]``."""
+
+
+DEFAULT_LISTENERS: tuple[Listener, ...] = tuple(
+    Listener(name, DEFAULT_TLS_PORTS[name]) for name in KNOWN_LISTENERS
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """Certificates the TLS listeners use. Paths are absolute once loaded."""
+
+    cert: Path | None = None
+    """PEM certificate chain (leaf first). None: a local CA and server certificate
+    are generated on first run under ``Settings.tls_dir``."""
+    key: Path | None = None
+    """PEM private key of ``cert`` (unencrypted). Set exactly when ``cert`` is set."""
+    ca: Path | None = None
+    """PEM CA bundle that client certificates are verified against. None: client
+    certificates are not asked for."""
+    require_client_cert: bool = False
+    """True: refuse TLS clients without a certificate signed by ``ca`` (needs ``ca``).
+    False with ``ca`` set: a client certificate is verified if one is presented."""
+
+    @property
+    def generate(self) -> bool:
+        """True when no certificate is configured and the broker must mint its own."""
+        return self.cert is None
+
+
+@dataclass(frozen=True, slots=True)
+class UserSettings:
+    """A broker user declared in the configuration file."""
+
+    username: str
+    """Login name: 1-100 of ``A-Z a-z 0-9 - . _ ~`` (Amazon MQ's rule)."""
+    password: str = field(repr=False)
+    """Clear-text password as written in the file; hash it before keeping it."""
+    groups: frozenset[str] = frozenset()
+    """Group names the user belongs to, used by authorization rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Per-frame limits that bound what one client can make the broker buffer."""
+
+    max_frame_body: int = 100 * MIB
+    """Largest message body accepted in one frame, in bytes (ActiveMQ's default
+    maxFrameSize is 100 MiB)."""
+    max_frame_headers: int = 64 * 1024
+    """Largest total size of one frame's headers, in bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Journal layout."""
+
+    segment_size: int = 32 * MIB
+    """Size at which the journal starts a new segment file (and a new data key),
+    in bytes (KahaDB's default journal file length is 32 MiB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionSettings:
+    """Encryption at rest."""
+
+    data_key_cache_seconds: float = 300.0
+    """How long a plaintext data key stays cached after the key service last
+    unwrapped it, in seconds. It is also how long the broker keeps serving after
+    the key service starts refusing (grant revoked, key disabled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Destination policy, with ActiveMQ's names and defaults."""
+
+    maximum_redeliveries: int = 6
+    """Redeliveries before a message goes to the dead-letter queue; -1 = never."""
+    dead_letter_queue: str = "ActiveMQ.DLQ"
+    """Queue (ActiveMQ name, no wildcards) that receives messages past the limit."""
+    redelivery_delay_ms: int = 0
+    """Delay before a rolled-back or unacknowledged message is redelivered, in ms."""
+    default_prefetch: int = 1000
+    """Messages dispatched ahead of acks to a consumer that names no prefetch
+    (ActiveMQ's queue default); 0 makes consumers pull one at a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``sealmq serve`` needs to start one broker."""
+
+    data_dir: Path
+    """Folder holding the journal, keys and generated certificates (absolute)."""
+    host: str = "0.0.0.0"
+    """Address every listener binds to ("0.0.0.0" = all IPv4, "::" = all)."""
+    log_level: str = "info"
+    """One of :data:`LOG_LEVELS`."""
+    listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+    """Enabled endpoints, TLS and plain. A disabled endpoint is simply absent."""
+    tls: TLSSettings = TLSSettings()
+    """Certificates for the TLS listeners."""
+    users: tuple[UserSettings, ...] = ()
+    """Users from the file. Empty: the broker creates an admin user itself."""
+    limits: LimitSettings = LimitSettings()
+    """Frame limits."""
+    store: StoreSettings = StoreSettings()
+    """Journal layout."""
+    encryption: EncryptionSettings = EncryptionSettings()
+    """Encryption at rest."""
+    policy: PolicySettings = PolicySettings()
+    """Redelivery, dead-letter and prefetch policy."""
+    config_file: Path | None = None
+    """Absolute path of the file these settings came from; None for pure defaults."""
+
+    def __post_init__(self) -> None:
+        # Relative paths would silently change meaning if the process chdirs.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+
+    @property
+    def tls_dir(self) -> Path:
+        """Folder for the generated local CA and server certificate (``data_dir/tls``)."""
+        return self.data_dir / "tls"
+
+    def listener(self, name: str, *, tls: bool = True) -> Listener | None:
+        """The enabled listener ``name`` (TLS or plain), or None if it is disabled."""
+        for listener in self.listeners:
+            if listener.name == name and listener.tls == tls:
+                return listener
+        return None
+
+    def listener_ports(self, *, tls: bool = True) -> dict[str, int]:
+        """Enabled endpoint name -> port, for the TLS listeners (or the plain ones)."""
+        return {item.name: item.port for item in self.listeners if item.tls == tls}
+
+    def with_free_ports(self) -> Settings:
+        """A copy with every enabled listener on port 0, so the OS picks free ports."""
+        return dataclasses.replace(
+            self, listeners=tuple(dataclasses.replace(item, port=0) for item in self.listeners)
+        )

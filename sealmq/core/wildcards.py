@@ -1,0 +1,38 @@
+"""ActiveMQ destination wildcards: ``.`` separates levels, ``*`` is one level, ``>`` the rest."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+__all__ = ["is_wildcard", "matches"]
+
+
+def is_wildcard(name: str) -> bool:
+    return "*" in name or ">" in name
+
+
+@lru_cache(maxsize=4096)
+def _split(name: str) -> tuple[str, ...]:
+    return tuple(name.split("."))
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Whether topic ``name`` is selected by ``pattern``.
+
+    ``>`` matches zero or more trailing levels, so ``a.>`` selects ``a`` too:
+    that is what MQTT's ``#`` means, and MQTT filters map onto these patterns.
+    """
+    if pattern == name:
+        return True
+    if not is_wildcard(pattern):
+        return False
+    parts = _split(pattern)
+    levels = _split(name)
+    for i, part in enumerate(parts):
+        if part == ">":
+            return True
+        if i >= len(levels):
+            return False
+        if part != "*" and part != levels[i]:
+            return False
+    return len(parts) == len(levels)

@@ -1,0 +1,565 @@
+"""TLS for every listener: server and client contexts, a local CA, certificate reload.
+
+A broker started without certificates calls :func:`ensure_certificates` on
+its ``tls`` folder, prints ``CertPaths.ca`` so clients can trust it, and then
+builds its server context from ``CertPaths.cert``/``CertPaths.key``. With
+certificates from files it builds the context directly. Either way, wrap the
+files in :class:`ReloadableContext` so that replacing them on disk changes the
+certificate new connections see, without a restart.
+
+This module imports nothing of sealmq (stdlib ``ssl`` plus ``cryptography``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import secrets
+import ssl
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "CA_VALIDITY",
+    "SERVER_VALIDITY",
+    "TLS12_CIPHERS",
+    "CertPaths",
+    "ReloadableContext",
+    "TLSSetupError",
+    "client_context",
+    "ensure_certificates",
+    "server_context",
+]
+
+log = logging.getLogger(__name__)
+
+#: Lifetime of a generated local CA. Clients import its certificate once, so it
+#: should outlive the broker's machine.
+CA_VALIDITY = timedelta(days=3650)
+#: Lifetime of a generated server certificate: 825 days is the longest that
+#: Apple platforms and browsers accept for a TLS server certificate.
+SERVER_VALIDITY = timedelta(days=825)
+#: A server certificate this close to expiry is replaced at start-up, so that
+#: it does not lapse while the broker runs.
+RENEW_BEFORE = timedelta(days=30)
+#: Certificates start this far in the past, for clients whose clocks lag.
+BACKDATE = timedelta(hours=1)
+
+#: TLS 1.2 suites: forward secrecy (ECDHE) with an AEAD only, as in Mozilla's
+#: "intermediate" profile minus finite-field DHE. TLS 1.3 suites are all AEAD
+#: already and keep OpenSSL's defaults.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+_CA_PEM = "ca.pem"
+_CA_KEY = "ca.key"
+_SERVER_PEM = "server.pem"
+_SERVER_KEY = "server.key"
+_LOCK = ".lock"
+
+
+class TLSSetupError(Exception):
+    """Certificates cannot be generated or loaded; the message names the file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertPaths:
+    """Where the broker's certificate files are."""
+
+    ca: Path
+    """PEM certificate of the local CA: give it to clients to trust (``ca.pem``)."""
+    cert: Path
+    """PEM server certificate followed by the CA certificate (``server.pem``)."""
+    key: Path
+    """PEM private key of the server certificate, mode 0600 (``server.key``)."""
+    generated: bool
+    """True if this call wrote a new CA or server certificate; False if all were reused."""
+
+
+# -- contexts -----------------------------------------------------------------------------------
+
+
+def server_context(
+    cert: Path,
+    key: Path,
+    *,
+    client_ca: Path | None = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
+    """A server context: TLS 1.2-1.3, ECDHE+AEAD suites, no compression or renegotiation.
+
+    ``client_ca`` set: client certificates are requested and must chain to it
+    (always when ``require_client_cert``, else only if the client sends one).
+    Set ALPN on the returned context if the listener needs it; use one context
+    per listener when listeners need different ALPN protocols.
+    """
+    if require_client_cert and client_ca is None:
+        raise ValueError("require_client_cert needs client_ca")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSSetupError(f"cannot load certificate {cert} with key {key}: {exc}") from exc
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSSetupError(f"cannot load client CA bundle {client_ca}: {exc}") from exc
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
+def client_context(
+    ca: Path, *, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
+    """A client context that trusts only ``ca`` and checks the host name (tests, bench).
+
+    ``cert``/``key``: a client certificate to present for client-certificate auth.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+_Stamp = tuple[tuple[int, int, int, int], ...]
+
+
+class ReloadableContext:
+    """A server :class:`ssl.SSLContext` whose certificate follows the files on disk.
+
+    Hand ``context`` to the listener once. Then either call :meth:`maybe_reload`
+    before each accepted connection's handshake (e.g. in the protocol factory;
+    it costs two ``stat`` calls at most every ``check_interval`` seconds) or run
+    :meth:`watch` as a task. When the cert or key file changes, both are re-read
+    into the same context, so new handshakes use the new certificate and
+    established connections are untouched. A broken or mismatched pair is logged
+    and skipped; the old certificate stays in use until a good pair appears.
+    The client CA bundle is read once; changing it needs a restart.
+    """
+
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        *,
+        client_ca: Path | None = None,
+        require_client_cert: bool = False,
+        check_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cert = Path(cert)
+        self.key = Path(key)
+        self.check_interval = check_interval
+        self._clock = clock
+        # Stat before reading, so a change racing the first load is seen by the next check.
+        self._stamp = self._file_stamp()
+        self._failed_stamp: _Stamp | None = None
+        self._next_check = clock() + check_interval
+        self.context = server_context(
+            self.cert, self.key, client_ca=client_ca, require_client_cert=require_client_cert
+        )
+        #: Why the last reload attempt failed, or None.
+        self.last_error: str | None = None
+        #: How many times the certificate was reloaded (for metrics and tests).
+        self.reloads = 0
+
+    def maybe_reload(self) -> bool:
+        """Reload if the files changed since the last load; return True if it did.
+
+        Checks at most once per ``check_interval``; never raises for bad files.
+        """
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.check_interval
+        try:
+            stamp = self._file_stamp()
+        except TLSSetupError as exc:
+            self._fail(None, str(exc))
+            return False
+        if stamp == self._stamp or stamp == self._failed_stamp:
+            return False
+        try:
+            self._load()
+        except TLSSetupError as exc:
+            self._fail(stamp, str(exc))
+            return False
+        self._loaded(stamp)
+        log.info("reloaded TLS certificate %s", self.cert)
+        return True
+
+    def reload(self) -> None:
+        """Re-read the files now, whether or not they changed; raise TLSSetupError if unusable."""
+        stamp = self._file_stamp()
+        self._load()
+        self._loaded(stamp)
+
+    async def watch(self) -> None:
+        """Poll the files every ``check_interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.check_interval)
+            self.maybe_reload()
+
+    def _loaded(self, stamp: _Stamp) -> None:
+        self._stamp, self._failed_stamp, self.last_error = stamp, None, None
+        self.reloads += 1
+
+    def _fail(self, stamp: _Stamp | None, reason: str) -> None:
+        if reason != self.last_error:  # once per problem, not once per check
+            log.warning("keeping the current TLS certificate: %s", reason)
+        self._failed_stamp, self.last_error = stamp, reason
+
+    def _file_stamp(self) -> _Stamp:
+        try:
+            stats = (os.stat(self.cert), os.stat(self.key))
+        except OSError as exc:
+            raise TLSSetupError(f"cannot stat certificate files: {exc}") from exc
+        # The inode catches an atomic replace within one mtime tick (and symlink swaps).
+        return tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+    def _load(self) -> None:
+        try:
+            cert_pem = self.cert.read_bytes()
+            key_pem = self.key.read_bytes()
+        except OSError as exc:
+            raise TLSSetupError(f"cannot read certificate files: {exc}") from exc
+        _check_pair(cert_pem, key_pem, self.cert, self.key)
+        # Load the bytes just checked (not the paths, which may change again), first
+        # into a scratch context: a failed load_cert_chain can leave a context without
+        # a certificate, and the live one must keep serving.
+        with _pem_file(cert_pem + b"\n" + key_pem) as path:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path)
+                self.context.load_cert_chain(path)
+            except (OSError, ssl.SSLError) as exc:
+                raise TLSSetupError(f"cannot load certificate {self.cert}: {exc}") from exc
+
+
+def _check_pair(cert_pem: bytes, key_pem: bytes, cert: Path, key: Path) -> None:
+    try:
+        leaf = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise TLSSetupError(f"{cert}: not a PEM certificate: {exc}") from exc
+    try:
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TLSSetupError(f"{key}: not an unencrypted PEM private key: {exc}") from exc
+    if not _same_public_key(leaf, private):
+        raise TLSSetupError(f"{key} is not the private key of {cert}")
+
+
+@contextlib.contextmanager
+def _pem_file(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can read ``data`` from, which is gone afterwards.
+
+    On Linux an anonymous memory file, so the key is not copied to disk.
+    """
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("sealmq-tls", os.MFD_CLOEXEC)
+        try:
+            with open(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="sealmq-tls-") as folder:
+        path = Path(folder) / "chain.pem"
+        _write_file(path, data)
+        yield str(path)
+
+
+# -- the local CA ---------------------------------------------------------------------------------
+
+
+def ensure_certificates(
+    tls_dir: Path, hostnames: Sequence[str], *, now: datetime | None = None
+) -> CertPaths:
+    """Make sure ``tls_dir`` holds a local CA and a server certificate; return their paths.
+
+    First run: creates the folder (0700), an EC P-256 CA valid 10 years
+    (``ca.pem``, ``ca.key``) and a server certificate it signs, valid 825 days,
+    for ``localhost``, ``127.0.0.1``, ``::1`` and every entry of ``hostnames``
+    (names or addresses; unspecified addresses such as ``0.0.0.0`` are skipped).
+    Later runs reuse the files, replacing only a server certificate that is
+    missing, unreadable, within 30 days of expiry, not signed by the CA, or not
+    covering ``hostnames``. Keys are 0600; every file is replaced atomically, and
+    concurrent callers on the same folder are serialised by a lock file.
+
+    The CA key is only needed to sign a new server certificate: an operator may
+    move ``ca.key`` offline, and the broker starts while ``server.pem`` is good.
+    Raises TLSSetupError when a file cannot be used and must not be overwritten.
+    """
+    now = now or datetime.now(UTC)
+    names = _subject_alt_names(hostnames)
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(tls_dir, 0o700)
+    paths = CertPaths(tls_dir / _CA_PEM, tls_dir / _SERVER_PEM, tls_dir / _SERVER_KEY, False)
+    ca_key_path = tls_dir / _CA_KEY
+    generated = False
+    with _locked(tls_dir / _LOCK):
+        ca_cert = _read_cert(paths.ca)
+        if ca_cert is not None and ca_cert.not_valid_after_utc <= now:
+            log.warning("local CA %s expired; creating a new one", paths.ca)
+            ca_cert = None
+        ca_key: ec.EllipticCurvePrivateKey | None = None
+        if ca_cert is None:
+            ca_cert, ca_key = _make_ca(now)
+            _write_file(ca_key_path, _key_pem(ca_key))
+            _write_file(paths.ca, ca_cert.public_bytes(serialization.Encoding.PEM))
+            generated = True
+        if not _server_usable(paths, ca_cert, names, now):
+            if ca_key is None:
+                ca_key = _read_ca_key(ca_key_path, ca_cert)
+            server_cert, server_key = _make_server(ca_cert, ca_key, names, now)
+            chain = b"".join(
+                cert.public_bytes(serialization.Encoding.PEM) for cert in (server_cert, ca_cert)
+            )
+            _write_file(paths.key, _key_pem(server_key))
+            _write_file(paths.cert, chain)
+            generated = True
+    if generated:
+        log.info("TLS certificate %s written; clients should trust %s", paths.cert, paths.ca)
+    return CertPaths(paths.ca, paths.cert, paths.key, generated)
+
+
+def _subject_alt_names(hostnames: Sequence[str]) -> list[x509.GeneralName]:
+    dns: list[str] = ["localhost"]
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+    ]
+    for raw in hostnames:
+        name = raw.strip().strip("[]").split("%", 1)[0].rstrip(".").lower()
+        if not name:
+            continue
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            try:
+                name = name.encode("idna").decode("ascii")
+            except UnicodeError as exc:
+                raise ValueError(f"not a host name or IP address: {raw!r}") from exc
+            if name not in dns:
+                dns.append(name)
+            continue
+        if not address.is_unspecified and address not in ips:
+            ips.append(address)
+    return [*(x509.DNSName(name) for name in dns), *(x509.IPAddress(ip) for ip in ips)]
+
+
+def _make_ca(now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    # A distinct name per CA, so a client that trusted an earlier one cannot
+    # confuse the two when building a chain.
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sealmq"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"sealmq local CA {secrets.token_hex(4)}"),
+        ]
+    )
+    public = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _make_server(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    names: list[x509.GeneralName],
+    now: datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = names[0].value
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sealmq"),
+            x509.NameAttribute(NameOID.COMMON_NAME, str(first)),
+        ]
+    )
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _server_usable(
+    paths: CertPaths, ca_cert: x509.Certificate, names: list[x509.GeneralName], now: datetime
+) -> bool:
+    try:
+        leaf = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+        key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return False
+    if leaf.not_valid_after_utc - RENEW_BEFORE <= now or not _same_public_key(leaf, key):
+        return False
+    try:
+        leaf.verify_directly_issued_by(ca_cert)
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    return all(name in san for name in names)
+
+
+def _read_cert(path: Path) -> x509.Certificate | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TLSSetupError(f"cannot read {path}: {exc}") from exc
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        # Not overwritten: clients may trust it. Only the operator may remove it.
+        raise TLSSetupError(
+            f"{path} is not a PEM certificate; remove it to create a new CA"
+        ) from exc
+
+
+def _read_ca_key(path: Path, ca_cert: x509.Certificate) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise TLSSetupError(
+            f"a new server certificate is needed but the CA key {path} cannot be read ({exc}); "
+            f"restore it, or remove {path.parent / _CA_PEM} to create a new CA"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_public_key(ca_cert, key):
+        raise TLSSetupError(f"{path} is not the key of {path.parent / _CA_PEM}")
+    return key
+
+
+def _same_public_key(cert: x509.Certificate, key: object) -> bool:
+    public = getattr(key, "public_key", None)
+    if public is None:
+        return False
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    mine: bytes = public().public_bytes(*fmt)
+    return mine == cert.public_key().public_bytes(*fmt)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) atomically: readers see the old or new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,243 @@
+"""The protocol-neutral core, driven directly with an in-memory store and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from sealmq.core.broker import Broker, Connection, Policy
+from sealmq.core.errors import DestinationError, SubscriptionError, TransactionError
+from sealmq.core.model import Destination, Message
+from sealmq.core.queues import AckMode, Consumer, Entry
+from sealmq.store.memory import MemoryStore
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[Entry] = []
+
+    def deliver(self, consumer: Consumer, entry: Entry) -> None:
+        self.got.append(entry)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [e.message.body for e in self.got]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest_asyncio.fixture
+async def core() -> AsyncIterator[tuple[Broker, Clock]]:
+    clock = Clock()
+    broker = Broker(MemoryStore(), policy=Policy(maximum_redeliveries=2), clock=clock)
+    broker.start()
+    yield broker, clock
+    await broker.close()
+
+
+def msg(broker: Broker, dest: Destination, body: bytes, **kw: object) -> Message:
+    return Message(broker.new_message_id(), dest, body, **kw)  # type: ignore[arg-type]
+
+
+Q = Destination.queue("orders")
+
+
+@pytest.mark.asyncio
+async def test_queue_consumers_compete_round_robin(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    a, b = Sink(), Sink()
+    conn.subscribe("a", Q, a)
+    conn.subscribe("b", Q, b)
+    for i in range(4):
+        conn.send(msg(broker, Q, b"%d" % i))
+    assert a.bodies == [b"0", b"2"]
+    assert b.bodies == [b"1", b"3"]
+
+
+@pytest.mark.asyncio
+async def test_prefetch_bounds_unacked_and_ack_frees_credit(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    sink = Sink()
+    consumer = conn.subscribe("s", Q, sink, ack_mode=AckMode.INDIVIDUAL, prefetch=2)
+    for i in range(5):
+        conn.send(msg(broker, Q, b"%d" % i))
+    assert sink.bodies == [b"0", b"1"]
+    assert conn.ack(consumer, sink.got[0].message.message_id, cumulative=False, transaction=None)
+    assert sink.bodies == [b"0", b"1", b"2"]
+
+
+@pytest.mark.asyncio
+async def test_cumulative_ack_covers_earlier_deliveries(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    sink = Sink()
+    consumer = conn.subscribe("s", Q, sink, ack_mode=AckMode.CLIENT, prefetch=10)
+    for i in range(3):
+        conn.send(msg(broker, Q, b"%d" % i))
+    conn.ack(consumer, sink.got[1].message.message_id, cumulative=True, transaction=None)
+    assert list(consumer.in_flight) == [sink.got[2].message.message_id]
+
+
+@pytest.mark.asyncio
+async def test_higher_priority_first(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    for body, prio in ((b"low", 1), (b"high", 9), (b"mid", 4)):
+        conn.send(msg(broker, Q, body, priority=prio))
+    sink = Sink()
+    conn.subscribe("s", Q, sink)
+    assert sink.bodies == [b"high", b"mid", b"low"]
+
+
+@pytest.mark.asyncio
+async def test_expired_never_delivered_persistent_ones_dead_lettered(
+    core: tuple[Broker, Clock],
+) -> None:
+    broker, clock = core
+    conn = broker.connect()
+    conn.send(msg(broker, Q, b"gone", expiration=clock.now + 10))
+    conn.send(msg(broker, Q, b"gone-p", expiration=clock.now + 10, persistent=True))
+    conn.send(msg(broker, Q, b"live"))
+    clock.now += 11
+    sink, dlq = Sink(), Sink()
+    conn.subscribe("s", Q, sink)
+    conn.subscribe("d", Destination.queue("ActiveMQ.DLQ"), dlq)
+    assert sink.bodies == [b"live"]
+    assert dlq.bodies == [b"gone-p"]
+    assert dlq.got[0].message.properties["dlqDeliveryFailureCause"] == "Message expired"
+
+
+@pytest.mark.asyncio
+async def test_redelivery_limit_moves_to_dlq(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    sink = Sink()
+    consumer = conn.subscribe("s", Q, sink, ack_mode=AckMode.INDIVIDUAL)
+    conn.send(msg(broker, Q, b"poison", persistent=True))
+    for _ in range(3):  # first delivery + 2 redeliveries allowed
+        conn.nack(consumer, sink.got[-1].message.message_id, cumulative=False, transaction=None)
+    assert [e.redeliveries for e in sink.got] == [0, 1, 2]
+    dlq = Sink()
+    conn.subscribe("d", Destination.queue("ActiveMQ.DLQ"), dlq)
+    assert dlq.bodies == [b"poison"]
+    assert dlq.got[0].message.original_destination == Q
+
+
+@pytest.mark.asyncio
+async def test_closing_consumer_redelivers_unacked(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    first = broker.connect()
+    sink = Sink()
+    first.subscribe("s", Q, sink, ack_mode=AckMode.CLIENT)
+    first.send(msg(broker, Q, b"x"))
+    first.close()
+    second = broker.connect()
+    again = Sink()
+    second.subscribe("s", Q, again)
+    assert again.bodies == [b"x"]
+    assert again.got[0].redeliveries == 1
+
+
+@pytest.mark.asyncio
+async def test_transaction_commit_and_abort(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    sink = Sink()
+    conn.subscribe("s", Q, sink)
+    conn.begin("t1")
+    conn.send(msg(broker, Q, b"kept"), "t1")
+    assert sink.bodies == []
+    conn.commit("t1")
+    assert sink.bodies == [b"kept"]
+    conn.begin("t2")
+    conn.send(msg(broker, Q, b"dropped"), "t2")
+    conn.abort("t2")
+    assert sink.bodies == [b"kept"]
+    with pytest.raises(TransactionError):
+        conn.commit("t2")
+
+
+@pytest.mark.asyncio
+async def test_aborted_acks_are_redelivered(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    sink = Sink()
+    consumer = conn.subscribe("s", Q, sink, ack_mode=AckMode.INDIVIDUAL)
+    conn.send(msg(broker, Q, b"x"))
+    conn.begin("t")
+    conn.ack(consumer, sink.got[0].message.message_id, cumulative=False, transaction="t")
+    conn.abort("t")
+    assert sink.bodies == [b"x", b"x"]
+
+
+@pytest.mark.asyncio
+async def test_topic_wildcards_and_fan_out(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    exact, star, rest, other = Sink(), Sink(), Sink(), Sink()
+    conn.subscribe("1", Destination.topic("a.b.c"), exact)
+    conn.subscribe("2", Destination.topic("a.*.c"), star)
+    conn.subscribe("3", Destination.topic("a.>"), rest)
+    conn.subscribe("4", Destination.topic("x.>"), other)
+    conn.send(msg(broker, Destination.topic("a.b.c"), b"m"))
+    assert exact.bodies == star.bodies == rest.bodies == [b"m"]
+    assert other.bodies == []
+    # One message object is shared by every subscriber: no copy per delivery.
+    assert exact.got[0].message is star.got[0].message is rest.got[0].message
+    with pytest.raises(DestinationError):
+        conn.send(msg(broker, Destination.topic("a.*"), b"no"))
+
+
+@pytest.mark.asyncio
+async def test_durable_subscription_keeps_messages_while_away(
+    core: tuple[Broker, Clock],
+) -> None:
+    broker, _ = core
+    topic = Destination.topic("news")
+    conn = broker.connect(client_id="c1")
+    conn.subscribe("s", topic, Sink(), durable_name="sub")
+    conn.close()
+    producer = broker.connect()
+    producer.send(msg(broker, topic, b"while-away", persistent=True))
+    back = broker.connect(client_id="c1")
+    sink = Sink()
+    back.subscribe("s", topic, sink, durable_name="sub")
+    assert sink.bodies == [b"while-away"]
+    with pytest.raises(SubscriptionError):
+        broker.connect(client_id="c1")
+
+
+@pytest.mark.asyncio
+async def test_temp_queue_goes_with_its_connection(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    owner = broker.connect()
+    temp = owner.create_temp_queue("replies")
+    other = broker.connect()
+    other.send(msg(broker, temp, b"reply"))
+    sink = Sink()
+    owner.subscribe("s", temp, sink)
+    assert sink.bodies == [b"reply"]
+    owner.close()
+    with pytest.raises(DestinationError):
+        other.send(msg(broker, temp, b"late"))
+
+
+@pytest.mark.asyncio
+async def test_persistent_send_future_resolves(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn: Connection = broker.connect()
+    future = conn.send(msg(broker, Q, b"p", persistent=True))
+    assert future is not None
+    await asyncio.wait_for(future, 5)
+    assert conn.send(msg(broker, Q, b"np")) is None
