@@ -130,6 +130,10 @@ class Collector(stomp.ConnectionListener):  # type: ignore[misc]
     errors: queue.Queue[stomp.utils.Frame] = field(default_factory=queue.Queue)
     receipts: list[str] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
+    connected: list[stomp.utils.Frame] = field(default_factory=list)
+
+    def on_connected(self, frame: stomp.utils.Frame) -> None:
+        self.connected.append(frame)
 
     def on_message(self, frame: stomp.utils.Frame) -> None:
         self.messages.put(frame)
@@ -178,12 +182,13 @@ def stomp_connect(
     client_id: str | None = None,
     heartbeats: tuple[int, int] = (0, 0),
     wait: bool = True,
+    auto_decode: bool = True,
 ) -> tuple[stomp.Connection, Collector]:
     """A stomp.py connection over TLS trusting the broker's CA, with a Collector attached."""
     cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
     hosts = [("127.0.0.1", port)]
     kwargs: dict[str, Any] = {"heartbeats": heartbeats} if version != "1.0" else {}
-    conn = cls(hosts, auto_content_length=True, **kwargs)
+    conn = cls(hosts, auto_content_length=True, auto_decode=auto_decode, **kwargs)
     conn.set_ssl(for_hosts=hosts, ca_certs=str(ca_file), ssl_version=ssl.PROTOCOL_TLS_CLIENT)
     collector = Collector()
     conn.set_listener("collector", collector)
@@ -197,33 +202,62 @@ def tls_client_context(ca_file: Path) -> ssl.SSLContext:
     return context
 
 
+def sealmq_command(config: Path) -> list[str]:
+    """The command line of ``sealmq serve`` with this interpreter and ``config``."""
+    return [sys.executable, "-m", "sealmq", "serve", "--config", str(config)]
+
+
 @dataclass
 class BrokerProcess:
-    """The broker as a real ``sealmq serve`` process, for restarts and ``kill -9``."""
+    """The broker as a real ``sealmq serve`` process, for restarts and ``kill -9``.
+
+    Its stdout and stderr go to ``log_path`` (appended across restarts); call
+    :meth:`close` in a ``finally`` or fixture so a failing test leaves no process.
+    """
 
     config: Path
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: Where the current run's output starts in ``log_path``.
+    offset: int = 0
+    #: The TLS STOMP port the config names (for clients).
+    stomp_port: int = 0
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
 
     def start(self) -> BrokerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/kill
-        offset = self._log.tell()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sealmq", "serve", "--config", str(self.config)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        self.offset = offset = self._log.tell()
+        self.proc = proc = subprocess.Popen(
+            sealmq_command(self.config), stdout=self._log, stderr=subprocess.STDOUT
         )
         wait_until(
-            lambda: b"ready" in self.log_path.read_bytes()[offset:] or self.proc.poll() is not None,
+            lambda: b"ready: " in self.log_path.read_bytes()[offset:] or proc.poll() is not None,
             what="broker process ready line",
         )
-        if self.proc.poll() is not None:
+        if proc.poll() is not None:
+            self._log.close()
             raise AssertionError(f"broker exited: {self.output()[-2000:]}")
         return self
 
     def output(self) -> str:
+        """Everything every run of this broker printed."""
         return self.log_path.read_text(errors="replace")
+
+    def run_output(self) -> str:
+        """What the current (or last) run printed."""
+        return self.log_path.read_bytes()[self.offset :].decode(errors="replace")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the running process (Linux ``/proc``)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -232,6 +266,7 @@ class BrokerProcess:
         self._log.close()
 
     def stop(self) -> int:
+        """SIGTERM, then the exit status."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -239,24 +274,73 @@ class BrokerProcess:
         self._log.close()
         return code
 
+    def close(self) -> None:
+        """Kill the process if it still runs (test teardown); safe to call twice."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
 
-def write_config(path: Path, data_dir: Path, stomp_port: int, **extra: str) -> Path:
-    """A TOML config for a process broker: STOMP on ``stomp_port``, everything else off."""
-    lines = [
-        f'data_dir = "{data_dir}"',
-        'host = "127.0.0.1"',
+
+def write_config(
+    path: Path,
+    data_dir: Path,
+    stomp_port: int,
+    *,
+    users: tuple[tuple[str, str], ...] | None = ((USER, PASSWORD),),
+    sections: str = "",
+    **extra: str,
+) -> Path:
+    """A TOML config for a process broker: STOMP on ``stomp_port``, everything else off.
+
+    ``extra`` are top-level keys (values as TOML text, e.g. ``log_level='"debug"'``);
+    ``users`` are (name, password) pairs in group ``admins`` (empty: the broker makes
+    its own admin); ``sections`` is TOML text appended at the end (``[limits]`` ...).
+    """
+    lines = [f"data_dir = {str(data_dir)!r}", 'host = "127.0.0.1"']
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    lines += [
         "[listeners]",
         f"stomp = {stomp_port}",
         *(f"{name} = false" for name in ("mqtt", "amqp", "openwire", "wss", "console", "kms")),
-        "[[users]]",
-        f'username = "{USER}"',
-        f'password = "{PASSWORD}"',
-        'groups = ["admins"]',
     ]
-    for key, value in extra.items():
-        lines.append(f"{key} = {value}")
-    path.write_text("\n".join(lines) + "\n")
+    for username, password in users or ():
+        lines += ["[[users]]", f"username = {username!r}", f"password = {password!r}"]
+        lines.append('groups = ["admins"]')
+    path.write_text("\n".join(lines) + "\n" + sections)
     return path
+
+
+class ProcessBrokers:
+    """Makes process brokers under a test's tmp folder; :meth:`close_all` kills what is left."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.made: list[BrokerProcess] = []
+
+    def new(
+        self,
+        name: str = "broker",
+        *,
+        users: tuple[tuple[str, str], ...] | None = ((USER, PASSWORD),),
+        sections: str = "",
+        **extra: str,
+    ) -> BrokerProcess:
+        """A configured, not yet started broker: ``<root>/<name>/{data,sealmq.toml,broker.log}``."""
+        folder = self.root / name
+        folder.mkdir(parents=True)
+        port = free_port()
+        config = write_config(
+            folder / "sealmq.toml", folder / "data", port, users=users, sections=sections, **extra
+        )
+        broker = BrokerProcess(config, folder / "data", folder / "broker.log", stomp_port=port)
+        self.made.append(broker)
+        return broker
+
+    def close_all(self) -> None:
+        for broker in self.made:
+            broker.close()
 
 
 def free_port() -> int:

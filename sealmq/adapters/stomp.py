@@ -529,6 +529,7 @@ class StompSession:
             headers.append(("JMSXGroupSeq", str(message.group_seq)))
         if message.body_kind is BodyKind.TEXT:
             headers.append(("amq-msg-type", "text"))
+        fixed = len(headers)
         for name, value in message.properties.items():
             if value is None or isinstance(value, bytes):
                 continue
@@ -536,7 +537,13 @@ class StompSession:
                 headers.append((name, "true" if value else "false"))
             else:
                 headers.append((name, str(value)))
-        self.codec.send_message(headers, message.body)
+        try:
+            self.codec.send_message(headers, message.body)
+        except StompError:
+            # A property this STOMP version cannot carry (a line break under 1.0):
+            # deliver the message without its properties rather than not at all.
+            log.warning("STOMP %s cannot carry a property of a message; sent without", self.version)
+            self.codec.send_message(headers[:fixed], message.body)
         self._flush()
 
     # ----------------------------------------------------------------- ack
