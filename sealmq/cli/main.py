@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sealmq.config import ConfigError, Settings, load_settings
+from sealmq.store.errors import StoreError
 
 __all__ = ["main"]
 
@@ -63,7 +64,11 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(settings, shutdown_trigger=stop.wait())
+    trigger = stop.wait()
+    try:
+        await serve(settings, shutdown_trigger=trigger)
+    finally:
+        trigger.close()  # not awaited at all when the start fails: no RuntimeWarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         _install_loop()
         try:
             asyncio.run(_serve(settings))
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
+            # A busy port, a locked data folder, a damaged journal: one line, no traceback.
             print(f"sealmq: cannot start: {exc}", file=sys.stderr)
             return EXIT_FAILURE
     return 0

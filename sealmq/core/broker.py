@@ -277,6 +277,14 @@ class Broker:
         assert self._batch_future is not None
         return self._batch_future
 
+    def pending_write(self) -> asyncio.Future[None] | None:
+        """Durability of everything queued for the store so far in this loop tick, if any.
+
+        Adapters wait on it before confirming a request whose effect (an ack, a DLQ move)
+        the core stored without handing back a future.
+        """
+        return self._batch_future
+
     def _flush(self) -> None:
         ops, future = self._batch, self._batch_future
         self._batch = self._batch_future = None
@@ -537,7 +545,7 @@ class Connection:
         unacked = list(consumer.in_flight.values())
         consumer.in_flight.clear()
         if queue is not None:
-            queue.consumers.remove(consumer)
+            queue.forget_consumer(consumer)
         sub = self._subs.pop(consumer_id, None)
         if sub is not None and sub.info is None:
             self.broker._drop_subscription(sub)

@@ -139,6 +139,7 @@ class MessageQueue:
         "consumers",
         "durable",
         "exclusive",
+        "groups",
         "host",
         "name",
         "owner",
@@ -161,6 +162,8 @@ class MessageQueue:
         self.exclusive = exclusive
         self.durable = durable
         self.consumers: list[Consumer] = []
+        #: Message group id -> the consumer that owns the group (JMSXGroupID).
+        self.groups: dict[str, Consumer] = {}
         self._buckets: list[deque[Entry]] = [deque() for _ in range(PRIORITIES)]
         self._count = 0
         self._rr = 0
@@ -207,26 +210,52 @@ class MessageQueue:
         if not self._count or not self.consumers:
             return
         buckets = self._buckets
+        groups = self.groups
         while self._count:
-            consumer = self._next_consumer()
-            if consumer is None:
-                return
             # Highest priority first.
             for bucket in reversed(buckets):
                 if bucket:
                     break
-            entry = bucket.popleft()
-            self._count -= 1
+            entry = bucket[0]
             message = entry.message
             if message.expiration and message.expired(now_ms):
+                bucket.popleft()
+                self._count -= 1
                 self.host.entry_expired(entry)
                 continue
+            group = message.group_id
+            if group is None:
+                consumer = self._next_consumer()
+                if consumer is None:
+                    return
+            else:
+                # Message groups: one consumer owns a group while it lives. A message of
+                # a group whose owner has no credit waits, and so does what is behind it.
+                owner = groups.get(group)
+                if owner is None or owner.closed:
+                    owner = self._next_consumer()
+                    if owner is None:
+                        return
+                    groups[group] = owner
+                elif not owner.has_credit:
+                    return
+                consumer = owner
+            bucket.popleft()
+            self._count -= 1
             if consumer.ack_mode is AckMode.AUTO:
                 consumer.sink.deliver(consumer, entry)
                 self.host.entry_consumed(entry)
             else:
                 consumer.in_flight[message.message_id] = entry
                 consumer.sink.deliver(consumer, entry)
+
+    def forget_consumer(self, consumer: Consumer) -> None:
+        """``consumer`` left: its message groups go to whoever gets their next message."""
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+        if self.groups:
+            for group in [g for g, owner in self.groups.items() if owner is consumer]:
+                del self.groups[group]
 
     def _next_consumer(self) -> Consumer | None:
         consumers = self.consumers

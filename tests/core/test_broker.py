@@ -243,3 +243,25 @@ async def test_persistent_send_future_resolves(core: tuple[Broker, Clock]) -> No
     assert future is not None
     await asyncio.wait_for(future, 5)
     assert conn.send(msg(broker, Q, b"np")) is None
+
+
+@pytest.mark.asyncio
+async def test_message_groups_stick_to_one_consumer(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    a, b = Sink(), Sink()
+    conn.subscribe("a", Q, a)
+    conn.subscribe("b", Q, b)
+    for i in range(6):
+        group = "g1" if i % 3 else "g2"
+        conn.send(msg(broker, Q, b"%d" % i, group_id=group))
+    owners = {e.message.group_id: name for name, sink in (("a", a), ("b", b)) for e in sink.got}
+    for name, sink in (("a", a), ("b", b)):
+        assert all(owners[e.message.group_id] == name for e in sink.got)
+    assert len(a.got) + len(b.got) == 6
+    # When the owner leaves, its group moves to a remaining consumer.
+    owner_of_g1 = owners["g1"]
+    conn.unsubscribe(owner_of_g1)
+    survivor = b if owner_of_g1 == "a" else a
+    conn.send(msg(broker, Q, b"late", group_id="g1"))
+    assert survivor.bodies[-1] == b"late"

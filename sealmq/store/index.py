@@ -1,0 +1,156 @@
+"""Which journal segments still matter: live messages, subscriptions, and ack dependencies.
+
+The index follows every durable record (during recovery, then on the journal's
+writer thread) and answers one question: which segments can be deleted without
+changing what recovery would rebuild. A segment is deletable when
+
+- it holds no live entry (a message some owner still holds, or the latest
+  record of an existing durable subscription), and
+- every older segment holding a message it removed a reference to, or whose
+  AddMessage it replaced, is gone (KahaDB's ack-dependency rule: deleting the
+  ack first would resurrect the message on the next recovery), and
+- if it removed a durable subscription, every older segment is gone (their
+  messages for that subscription would otherwise come back with it), and
+- it is not the newest segment (the journal keeps that one anyway).
+
+Segments are deleted oldest first, each unlink made durable before the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sealmq.core.model import durable_key
+from sealmq.core.ports import AddMessage, AddSubscription, Op, RemoveMessage, RemoveSubscription
+
+__all__ = ["LiveIndex", "MessageRef"]
+
+
+class MessageRef:
+    """Where a live message's latest AddMessage is, and who still holds it."""
+
+    __slots__ = ("owners", "segment")
+
+    def __init__(self, segment: int, owners: list[str]) -> None:
+        self.segment = segment
+        self.owners = owners
+
+
+class _SegmentInfo:
+    __slots__ = ("barrier", "deps", "live")
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.deps: set[int] = set()
+        self.barrier = False
+
+
+class LiveIndex:
+    """Liveness per segment. Not thread-safe: one thread at a time applies records."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, MessageRef] = {}
+        #: Durable subscription key -> segment of its latest AddSubscription.
+        self.subscriptions: dict[str, int] = {}
+        self._segments: dict[int, _SegmentInfo] = {}
+        #: Set when a segment may have become deletable; cleared by :meth:`deletable`.
+        self.dirty = True
+
+    def live_count(self, segment: int) -> int:
+        info = self._segments.get(segment)
+        return 0 if info is None else info.live
+
+    def _seg(self, segment: int) -> _SegmentInfo:
+        info = self._segments.get(segment)
+        if info is None:
+            info = self._segments[segment] = _SegmentInfo()
+        return info
+
+    def _release(self, segment: int) -> None:
+        info = self._seg(segment)
+        info.live -= 1
+        if info.live == 0:
+            self.dirty = True
+
+    def apply(self, segment: int, ops: Iterable[Op]) -> None:
+        """Account for ``ops``, durable in ``segment``, in journal order."""
+        messages = self.messages
+        for op in ops:
+            if type(op) is AddMessage:
+                mid = op.message.message_id
+                old = messages.pop(mid, None)
+                if old is not None:
+                    # A later AddMessage (a compaction rewrite) replaces the earlier one, so,
+                    # like an ack, it must outlive the segment holding the earlier one.
+                    self._release(old.segment)
+                    if old.segment != segment:
+                        self._seg(segment).deps.add(old.segment)
+                if op.owners:
+                    messages[mid] = MessageRef(segment, list(dict.fromkeys(op.owners)))
+                    self._seg(segment).live += 1
+            elif type(op) is RemoveMessage:
+                ref = messages.get(op.message_id)
+                if ref is None or op.owner not in ref.owners:
+                    continue
+                ref.owners.remove(op.owner)
+                if ref.segment != segment:
+                    self._seg(segment).deps.add(ref.segment)
+                if not ref.owners:
+                    del messages[op.message_id]
+                    self._release(ref.segment)
+            elif type(op) is AddSubscription:
+                key = op.info.key
+                previous = self.subscriptions.get(key)
+                if previous is not None:
+                    self._release(previous)
+                self.subscriptions[key] = segment
+                self._seg(segment).live += 1
+            elif type(op) is RemoveSubscription:
+                key = durable_key(op.client_id, op.name)
+                previous = self.subscriptions.pop(key, None)
+                if previous is not None:
+                    self._release(previous)
+                self._seg(segment).barrier = True
+                self.drop_owner(key)
+
+    def drop_owner(self, owner: str) -> list[str]:
+        """Remove ``owner`` from every message (a scan: subscriptions go rarely); the dead ids."""
+        dead = []
+        for mid, ref in self.messages.items():
+            if owner in ref.owners:
+                ref.owners.remove(owner)
+                if not ref.owners:
+                    dead.append(mid)
+        for mid in dead:
+            self._release(self.messages.pop(mid).segment)
+        return dead
+
+    def deletable(self, existing: Iterable[int]) -> list[int]:
+        """Segments among ``existing`` that can go, oldest first (see the module doc)."""
+        self.dirty = False
+        remaining = sorted(existing)
+        if not remaining:
+            return []
+        newest = remaining[-1]
+        alive = set(remaining)
+        out = []
+        for number in remaining:
+            if number == newest:
+                break
+            info = self._segments.get(number)
+            if info is not None:
+                if info.live > 0:
+                    continue
+                info.deps &= alive
+                if info.deps:
+                    continue
+                if info.barrier and min(alive) < number:
+                    continue
+            out.append(number)
+            alive.discard(number)
+        return out
+
+    def forget(self, numbers: Iterable[int]) -> None:
+        """The journal deleted these segments."""
+        for number in numbers:
+            self._segments.pop(number, None)
