@@ -595,7 +595,12 @@ class StompSession:
     # ----------------------------------------------------------------- receipts, errors
 
     def _receipt(self, frame: Frame, future: Awaitable[None] | None) -> None:
+        """Send the frame's RECEIPT once its effect, and every earlier frame's, is durable."""
         receipt = frame.get("receipt")
+        if future is None:
+            # Acks, durable subscriptions and DLQ moves are stored without handing back a
+            # future: a receipt still means they survive a crash.
+            future = self.broker.pending_write()
         if future is None and not self._receipts:
             if receipt is not None:
                 self._write(Frame("RECEIPT", (("receipt-id", receipt),)))

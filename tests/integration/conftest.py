@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BrokerThread, make_settings
+from tests.support import BrokerThread, ProcessBrokers, make_settings
 
 
 @pytest.fixture
@@ -14,3 +14,11 @@ def broker(tmp_path: Path) -> Iterator[BrokerThread]:
     thread = BrokerThread(make_settings(tmp_path / "data")).start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ProcessBrokers]:
+    """Brokers as real ``sealmq serve`` processes (for kill -9 and restarts), killed at teardown."""
+    made = ProcessBrokers(tmp_path)
+    yield made
+    made.close_all()
