@@ -38,6 +38,7 @@ test: lint typecheck
 	$(BIN)/pytest -p no:cacheprovider
 
 bench: $(TEST_STAMP)
+	bash bench/setup.sh
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

@@ -1,0 +1,1 @@
+"""sealmq vs ActiveMQ STOMP-over-TLS benchmark (``python -m bench``)."""
