@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
+import hashlib
 import logging
 import os
-import secrets
 import ssl
 import tempfile
 import time
@@ -26,12 +25,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CA_VALIDITY",
@@ -265,6 +258,13 @@ class ReloadableContext:
 
 
 def _check_pair(cert_pem: bytes, key_pem: bytes, cert: Path, key: Path) -> None:
+    # Imported here: parsing certificates is needed only on a reload, and the x509
+    # machinery costs several MiB of resident memory for the broker's whole life.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from sealmq.net.certs import same_public_key
+
     try:
         leaf = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
@@ -273,7 +273,7 @@ def _check_pair(cert_pem: bytes, key_pem: bytes, cert: Path, key: Path) -> None:
         private = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
         raise TLSSetupError(f"{key}: not an unencrypted PEM private key: {exc}") from exc
-    if not _same_public_key(leaf, private):
+    if not same_public_key(leaf, private):
         raise TLSSetupError(f"{key} is not the private key of {cert}")
 
 
@@ -300,6 +300,10 @@ def _pem_file(data: bytes) -> Iterator[str]:
 
 # -- the local CA ---------------------------------------------------------------------------------
 
+#: Remembers what the last full check of ``tls_dir`` found, so later starts can skip
+#: parsing certificates: hashes of the files and of the host names, and the expiry.
+_CHECKED = ".checked"
+
 
 def ensure_certificates(
     tls_dir: Path, hostnames: Sequence[str], *, now: datetime | None = None
@@ -320,216 +324,37 @@ def ensure_certificates(
     Raises TLSSetupError when a file cannot be used and must not be overwritten.
     """
     now = now or datetime.now(UTC)
-    names = _subject_alt_names(hostnames)
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(tls_dir, 0o700)
     paths = CertPaths(tls_dir / _CA_PEM, tls_dir / _SERVER_PEM, tls_dir / _SERVER_KEY, False)
-    ca_key_path = tls_dir / _CA_KEY
-    generated = False
-    with _locked(tls_dir / _LOCK):
-        ca_cert = _read_cert(paths.ca)
-        if ca_cert is not None and ca_cert.not_valid_after_utc <= now:
-            log.warning("local CA %s expired; creating a new one", paths.ca)
-            ca_cert = None
-        ca_key: ec.EllipticCurvePrivateKey | None = None
-        if ca_cert is None:
-            ca_cert, ca_key = _make_ca(now)
-            _write_file(ca_key_path, _key_pem(ca_key))
-            _write_file(paths.ca, ca_cert.public_bytes(serialization.Encoding.PEM))
-            generated = True
-        if not _server_usable(paths, ca_cert, names, now):
-            if ca_key is None:
-                ca_key = _read_ca_key(ca_key_path, ca_cert)
-            server_cert, server_key = _make_server(ca_cert, ca_key, names, now)
-            chain = b"".join(
-                cert.public_bytes(serialization.Encoding.PEM) for cert in (server_cert, ca_cert)
-            )
-            _write_file(paths.key, _key_pem(server_key))
-            _write_file(paths.cert, chain)
-            generated = True
-    if generated:
-        log.info("TLS certificate %s written; clients should trust %s", paths.cert, paths.ca)
-    return CertPaths(paths.ca, paths.cert, paths.key, generated)
-
-
-def _subject_alt_names(hostnames: Sequence[str]) -> list[x509.GeneralName]:
-    dns: list[str] = ["localhost"]
-    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
-        ipaddress.ip_address("127.0.0.1"),
-        ipaddress.ip_address("::1"),
-    ]
-    for raw in hostnames:
-        name = raw.strip().strip("[]").split("%", 1)[0].rstrip(".").lower()
-        if not name:
-            continue
+    fingerprint = _fingerprint(paths, hostnames)
+    checked = tls_dir / _CHECKED
+    if fingerprint is not None:
         try:
-            address = ipaddress.ip_address(name)
-        except ValueError:
-            try:
-                name = name.encode("idna").decode("ascii")
-            except UnicodeError as exc:
-                raise ValueError(f"not a host name or IP address: {raw!r}") from exc
-            if name not in dns:
-                dns.append(name)
-            continue
-        if not address.is_unspecified and address not in ips:
-            ips.append(address)
-    return [*(x509.DNSName(name) for name in dns), *(x509.IPAddress(ip) for ip in ips)]
+            recorded, _, expiry = checked.read_text().partition(" ")
+            if recorded == fingerprint and now + RENEW_BEFORE < datetime.fromisoformat(expiry):
+                return paths
+        except (OSError, ValueError):
+            pass
+    from sealmq.net.certs import check_or_create
+
+    result, expires = check_or_create(tls_dir, hostnames, now)
+    fingerprint = _fingerprint(paths, hostnames)
+    if fingerprint is not None:
+        _write_file(checked, f"{fingerprint} {expires.isoformat()}".encode())
+    return result
 
 
-def _make_ca(now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    # A distinct name per CA, so a client that trusted an earlier one cannot
-    # confuse the two when building a chain.
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sealmq"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"sealmq local CA {secrets.token_hex(4)}"),
-        ]
-    )
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _make_server(
-    ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    names: list[x509.GeneralName],
-    now: datetime,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    first = names[0].value
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sealmq"),
-            x509.NameAttribute(NameOID.COMMON_NAME, str(first)),
-        ]
-    )
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _server_usable(
-    paths: CertPaths, ca_cert: x509.Certificate, names: list[x509.GeneralName], now: datetime
-) -> bool:
+def _fingerprint(paths: CertPaths, hostnames: Sequence[str]) -> str | None:
+    digest = hashlib.sha256()
     try:
-        leaf = x509.load_pem_x509_certificate(paths.cert.read_bytes())
-        key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
-        return False
-    if leaf.not_valid_after_utc - RENEW_BEFORE <= now or not _same_public_key(leaf, key):
-        return False
-    try:
-        leaf.verify_directly_issued_by(ca_cert)
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
-        return False
-    return all(name in san for name in names)
-
-
-def _read_cert(path: Path) -> x509.Certificate | None:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        for path in (paths.ca, paths.cert, paths.key):
+            data = path.read_bytes()
+            digest.update(len(data).to_bytes(8, "big") + data)
+    except OSError:
         return None
-    except OSError as exc:
-        raise TLSSetupError(f"cannot read {path}: {exc}") from exc
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
-        # Not overwritten: clients may trust it. Only the operator may remove it.
-        raise TLSSetupError(
-            f"{path} is not a PEM certificate; remove it to create a new CA"
-        ) from exc
-
-
-def _read_ca_key(path: Path, ca_cert: x509.Certificate) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise TLSSetupError(
-            f"a new server certificate is needed but the CA key {path} cannot be read ({exc}); "
-            f"restore it, or remove {path.parent / _CA_PEM} to create a new CA"
-        ) from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_public_key(ca_cert, key):
-        raise TLSSetupError(f"{path} is not the key of {path.parent / _CA_PEM}")
-    return key
-
-
-def _same_public_key(cert: x509.Certificate, key: object) -> bool:
-    public = getattr(key, "public_key", None)
-    if public is None:
-        return False
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    mine: bytes = public().public_bytes(*fmt)
-    return mine == cert.public_key().public_bytes(*fmt)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    # The names the certificate must cover; unspecified bind addresses never go in it.
+    for name in sorted(set(hostnames) - {"0.0.0.0", "::", ""}):
+        digest.update(len(name).to_bytes(4, "big") + name.encode())
+    return digest.hexdigest()
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -466,3 +466,21 @@ async def test_watch_task_reloads(certs: CertPaths) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_later_starts_do_not_load_x509(certs: CertPaths) -> None:
+    """A start with unchanged certificates skips parsing them (x509 costs MiBs of RSS)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from sealmq.net.tls import ensure_certificates; "
+        f"p = ensure_certificates(Path({str(certs.ca.parent)!r}), ['broker.example', '10.1.2.3']); "
+        "print(p.generated, 'cryptography.x509' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    # A changed file is noticed and checked in full again.
+    certs.cert.write_bytes(certs.cert.read_bytes() + b"\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
