@@ -34,6 +34,8 @@ from sealmq.core.ports import (
     Op,
     RemoveMessage,
     RemoveSubscription,
+    SetRetained,
+    SetSessionState,
 )
 from sealmq.core.queues import AckMode, Consumer, DeliverySink, Entry, MessageQueue
 from sealmq.core.wildcards import matches
@@ -66,7 +68,7 @@ def _now_ms() -> int:
 class TopicSubscription:
     """A topic subscription: its pattern and the queue that holds its messages."""
 
-    __slots__ = ("connection_id", "info", "no_local", "pattern", "queue")
+    __slots__ = ("connection_id", "info", "no_local", "pattern", "queue", "shared_key")
 
     def __init__(
         self,
@@ -83,6 +85,8 @@ class TopicSubscription:
         self.no_local = no_local
         #: The connection consuming now (None for an inactive durable subscription).
         self.connection_id = connection_id
+        #: Set for a shared subscription (MQTT ``$share/<group>/<filter>``): its key.
+        self.shared_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -112,6 +116,12 @@ class Broker:
         self.connections: dict[str, Connection] = {}
         self._client_ids: dict[str, Connection] = {}
         self._match_cache: dict[str, list[TopicSubscription]] = {}
+        #: The retained message of each topic that has one (MQTT retain).
+        self.retained: dict[str, Message] = {}
+        #: Opaque per-session state adapters keep across restarts, by key.
+        self.sessions: dict[str, bytes] = {}
+        #: Shared subscriptions by group and pattern.
+        self.shared: dict[str, TopicSubscription] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"ID:{broker_id}-{secrets.token_hex(4)}"
         self._batch: list[Op] | None = None
@@ -138,6 +148,9 @@ class Broker:
                 queue.enqueue(Entry(message, queue, message.redelivery_count))
         if orphans:
             self._write(orphans)
+        for message in state.retained:
+            self.retained[message.destination.name] = message
+        self.sessions.update(state.sessions)
         log.info(
             "recovered %d messages, %d durable subscriptions",
             len(state.messages),
@@ -177,14 +190,26 @@ class Broker:
 
     # ----------------------------------------------------------------- connections
 
-    def connect(self, *, client_id: str | None = None, username: str | None = None) -> Connection:
+    def connect(
+        self,
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        takeover: bool = False,
+    ) -> Connection:
         """Open the core side of a client connection.
 
-        Raises :class:`SubscriptionError` if ``client_id`` is already connected,
-        as ActiveMQ refuses a second connection with the same client id.
+        A ``client_id`` already connected is refused with :class:`SubscriptionError`
+        (ActiveMQ's rule for JMS and STOMP), unless ``takeover``: then the older
+        connection is told through its ``on_taken_over`` callback and closed (MQTT).
         """
         if client_id is not None and client_id in self._client_ids:
-            raise SubscriptionError(f"client id {client_id!r} is already connected")
+            if not takeover:
+                raise SubscriptionError(f"client id {client_id!r} is already connected")
+            older = self._client_ids[client_id]
+            older.close()
+            if older.on_taken_over is not None:
+                older.on_taken_over()
         connection = Connection(self, f"{self._id_prefix}-c{next(self._ids)}", client_id, username)
         self.connections[connection.id] = connection
         if client_id is not None:
@@ -257,12 +282,53 @@ class Broker:
     def send(self, message: Message) -> asyncio.Future[None] | None:
         """Route ``message``; returns a future for its durability, or None if nothing is stored."""
         ops, targets = self._route(message)
+        if message.retain and message.destination.is_topic:
+            ops.append(self._retain(message))
         future = self._write(ops) if ops else None
         now = self.now_ms()
         for queue, entry in targets:
             queue.enqueue(entry)
             queue.dispatch(now)
         return future
+
+    def _retain(self, message: Message) -> Op:
+        """Keep ``message`` as its topic's retained message; an empty body clears it."""
+        topic = message.destination.name
+        if message.body:
+            self.retained[topic] = message
+            return SetRetained(topic, message)
+        self.retained.pop(topic, None)
+        return SetRetained(topic, None)
+
+    def retained_for(self, pattern: str) -> list[Message]:
+        """Live retained messages on topics ``pattern`` selects."""
+        now = self.now_ms()
+        return [
+            message
+            for topic, message in self.retained.items()
+            if matches(pattern, topic) and not message.expired(now)
+        ]
+
+    # ----------------------------------------------------------------- sessions
+
+    def set_session_state(self, key: str, state: bytes | None) -> asyncio.Future[None]:
+        """Store (or with None, forget) an adapter's session state; durable when the future is."""
+        if state is None:
+            self.sessions.pop(key, None)
+        else:
+            self.sessions[key] = state
+        return self._write([SetSessionState(key, state)])
+
+    def durable_subscriptions(self, client_id: str) -> list[DurableSubscriptionInfo]:
+        """Every durable subscription of ``client_id`` (an MQTT persistent session's)."""
+        return [
+            sub.info
+            for sub in self.durable.values()
+            if sub.info is not None and sub.info.client_id == client_id
+        ]
+
+    def is_connected(self, client_id: str) -> bool:
+        return client_id in self._client_ids
 
     # ----------------------------------------------------------------- store batching
 
@@ -436,6 +502,8 @@ class Connection:
         self.temp_queues: set[str] = set()
         self._subs: dict[str, TopicSubscription] = {}
         self.closed = False
+        #: Called when a newer connection with the same client id takes over (MQTT).
+        self.on_taken_over: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------- temp queues
 
@@ -474,8 +542,17 @@ class Connection:
         durable_name: str | None = None,
         selector: str | None = None,
         no_local: bool = False,
+        retained: bool = False,
+        shared_group: str | None = None,
+        options: bytes = b"",
     ) -> Consumer:
-        """Start consuming; messages flow to ``sink`` at once if any are waiting."""
+        """Start consuming; messages flow to ``sink`` at once if any are waiting.
+
+        ``retained``: also deliver the retained messages of the topics the subscription
+        selects (MQTT). ``shared_group``: join the group's shared subscription, whose
+        messages are spread over its members. ``options`` is stored with a durable
+        subscription for the adapter.
+        """
         if consumer_id in self.consumers:
             raise SubscriptionError(f"subscription id {consumer_id!r} is already in use")
         broker = self.broker
@@ -496,7 +573,20 @@ class Connection:
             else:
                 queue = broker._queue(destination.name)
         elif durable_name is not None:
-            queue = self._attach_durable(destination, durable_name, selector, no_local)
+            queue = self._attach_durable(destination, durable_name, selector, no_local, options)
+        elif shared_group is not None:
+            key = f"{shared_group}\x00{destination.name}"
+            sub = broker.shared.get(key)
+            if sub is None:
+                sub = TopicSubscription(
+                    destination.name, MessageQueue(destination.name, None, broker)
+                )
+                sub.shared_key = key
+                broker.shared[key] = sub
+                broker.topic_subscriptions.append(sub)
+                broker._subscriptions_changed()
+            self._subs[consumer_id] = sub
+            queue = sub.queue
         else:
             queue = MessageQueue(destination.name, None, broker, exclusive=True)
             sub = TopicSubscription(
@@ -508,19 +598,38 @@ class Connection:
         consumer.queue = queue
         queue.consumers.append(consumer)
         self.consumers[consumer_id] = consumer
+        if retained and destination.is_topic:
+            for message in broker.retained_for(destination.name):
+                queue.enqueue(Entry(message, queue, retained=True))
         queue.dispatch(broker.now_ms())
         return consumer
 
     def _attach_durable(
-        self, destination: Destination, name: str, selector: str | None, no_local: bool
+        self,
+        destination: Destination,
+        name: str,
+        selector: str | None,
+        no_local: bool,
+        options: bytes,
     ) -> MessageQueue:
         broker = self.broker
         if self.client_id is None:
             raise SubscriptionError("a durable subscription needs a client id on the connection")
-        info = DurableSubscriptionInfo(self.client_id, name, destination, selector, no_local)
+        info = DurableSubscriptionInfo(
+            self.client_id, name, destination, selector, no_local, options
+        )
         sub = broker.durable.get(info.key)
         if sub is not None and sub.queue.consumers:
             raise SubscriptionError(f"durable subscription {name!r} is already active")
+        if (
+            sub is not None
+            and sub.info is not None
+            and sub.info.options != options
+            and (dataclasses.replace(sub.info, options=options) == info)
+        ):
+            # Only the adapter's options changed (an MQTT QoS upgrade): keep the messages.
+            sub.info = info
+            broker._write([AddSubscription(info)])
         if sub is not None and sub.info != info:
             # ActiveMQ: resubscribing with another topic or selector replaces the subscription.
             broker.remove_durable(self.client_id, name)
@@ -547,7 +656,11 @@ class Connection:
         if queue is not None:
             queue.forget_consumer(consumer)
         sub = self._subs.pop(consumer_id, None)
-        if sub is not None and sub.info is None:
+        if sub is not None and sub.shared_key is not None:
+            if not sub.queue.consumers:
+                self.broker.shared.pop(sub.shared_key, None)
+                self.broker._drop_subscription(sub)
+        elif sub is not None and sub.info is None:
             self.broker._drop_subscription(sub)
         if queue is not None and queue.durable:
             for key, durable_sub in list(self._subs.items()):
@@ -626,6 +739,8 @@ class Connection:
                 # that message is dropped and the rest of the transaction commits.
                 continue
             ops.extend(send_ops)
+            if message.retain and message.destination.is_topic:
+                ops.append(broker._retain(message))
             deliveries.extend(targets)
         future = broker._write(ops) if ops else None
         now = broker.now_ms()

@@ -126,6 +126,9 @@ class DurableSubscriptionInfo:
     destination: Destination
     selector: str | None = None
     no_local: bool = False
+    #: Protocol-specific options the adapter needs back after a restart (MQTT: granted
+    #: QoS, retain-as-published, subscription identifier), opaque to the core and store.
+    options: bytes = b""
 
     @property
     def key(self) -> str:

@@ -26,6 +26,8 @@ __all__ = [
     "RecoveredState",
     "RemoveMessage",
     "RemoveSubscription",
+    "SetRetained",
+    "SetSessionState",
     "StoredMessage",
 ]
 
@@ -59,7 +61,38 @@ class RemoveSubscription:
     name: str
 
 
-Op = AddMessage | RemoveMessage | AddSubscription | RemoveSubscription
+@dataclass(frozen=True, slots=True)
+class SetRetained:
+    """Make ``message`` the retained message of topic ``topic`` (None clears it).
+
+    The store keeps one retained message per topic, replacing the previous one.
+    """
+
+    topic: str
+    message: Message | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetSessionState:
+    """Replace the opaque protocol session state stored under ``key`` (None deletes it).
+
+    Adapters keep here what a protocol session must remember across a broker
+    restart (MQTT: QoS 2 packet ids awaiting PUBREL, session expiry). The core
+    never looks inside; keys are namespaced by the adapter (``"mqtt:<client id>"``).
+    """
+
+    key: str
+    state: bytes | None
+
+
+Op = (
+    AddMessage
+    | RemoveMessage
+    | AddSubscription
+    | RemoveSubscription
+    | SetRetained
+    | SetSessionState
+)
 
 
 @dataclass(slots=True)
@@ -74,6 +107,10 @@ class StoredMessage:
 class RecoveredState:
     messages: list[StoredMessage] = field(default_factory=list)
     subscriptions: list[DurableSubscriptionInfo] = field(default_factory=list)
+    #: The retained message of each topic that has one.
+    retained: list[Message] = field(default_factory=list)
+    #: Session state by key, as last set by ``SetSessionState``.
+    sessions: dict[str, bytes] = field(default_factory=dict)
 
 
 class MessageStore(Protocol):

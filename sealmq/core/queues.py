@@ -35,12 +35,21 @@ class AckMode(Enum):
 class Entry:
     """A message waiting in (or delivered from) one queue, with that queue's redelivery count."""
 
-    __slots__ = ("message", "queue", "redeliveries")
+    __slots__ = ("message", "queue", "redeliveries", "retained")
 
-    def __init__(self, message: Message, queue: MessageQueue, redeliveries: int = 0) -> None:
+    def __init__(
+        self,
+        message: Message,
+        queue: MessageQueue,
+        redeliveries: int = 0,
+        *,
+        retained: bool = False,
+    ) -> None:
         self.message = message
         self.queue = queue
         self.redeliveries = redeliveries
+        #: Delivered from the topic's retained message when the subscription was made.
+        self.retained = retained
 
 
 class DeliverySink(Protocol):

@@ -21,6 +21,7 @@ def matches(pattern: str, name: str) -> bool:
 
     ``>`` matches zero or more trailing levels, so ``a.>`` selects ``a`` too:
     that is what MQTT's ``#`` means, and MQTT filters map onto these patterns.
+    A leading wildcard never matches a topic that starts with ``$`` (MQTT 4.7.2).
     """
     if pattern == name:
         return True
@@ -28,6 +29,9 @@ def matches(pattern: str, name: str) -> bool:
         return False
     parts = _split(pattern)
     levels = _split(name)
+    if name.startswith("$") and parts[0] in ("*", ">"):
+        # Topics starting with "$" (MQTT's $SYS and the like) are for exact filters only.
+        return False
     for i, part in enumerate(parts):
         if part == ">":
             return True

@@ -23,6 +23,8 @@ from sealmq.core.ports import (
     RecoveredState,
     RemoveMessage,
     RemoveSubscription,
+    SetRetained,
+    SetSessionState,
     StoredMessage,
 )
 from sealmq.store.errors import CorruptRecordError, StoreClosedError, StoreError
@@ -41,6 +43,9 @@ JOURNAL_DIR = "journal"
 _COMPACTION_RECORD_BYTES = 1024 * 1024
 
 log = logging.getLogger("sealmq.store")
+
+#: What compaction re-states: everything that can be live.
+_LiveEntry = AddMessage | AddSubscription | SetRetained | SetSessionState
 
 
 class FileStore:
@@ -118,6 +123,8 @@ class FileStore:
         # Latest content of each message and subscription; dead ones are dropped as we go.
         contents: dict[str, tuple[int, Message]] = {}
         subscriptions: dict[str, DurableSubscriptionInfo] = {}
+        retained: dict[str, Message] = {}
+        sessions: dict[str, bytes] = {}
         top_seq = 0
         path = self._journal.segment_path
         for record in self._journal.replay():
@@ -142,6 +149,16 @@ class FileStore:
                     subscriptions.pop(durable_key(op.client_id, op.name), None)
                     for mid in [m for m in contents if m not in index.messages]:
                         del contents[mid]
+                elif type(op) is SetRetained:
+                    if op.message is None:
+                        retained.pop(op.topic, None)
+                    else:
+                        retained[op.topic] = op.message
+                elif type(op) is SetSessionState:
+                    if op.state is None:
+                        sessions.pop(op.key, None)
+                    else:
+                        sessions[op.key] = op.state
         live = index.messages
         ordered = sorted(
             (item for mid, item in contents.items() if mid in live), key=lambda item: item[0]
@@ -149,17 +166,22 @@ class FileStore:
         state = RecoveredState(
             [StoredMessage(m, list(live[m.message_id].owners)) for _, m in ordered],
             list(subscriptions.values()),
+            [retained[topic] for topic in sorted(retained)],
+            sessions,
         )
         self._seq = top_seq + 1
         self._recovered = True
         self._collect_garbage()
         report = self.recovery_report
         log.info(
-            "store recovered: %d segments, %d records, %d messages, %d subscriptions%s",
+            "store recovered: %d segments, %d records, %d messages, %d subscriptions, "
+            "%d retained, %d sessions%s",
             len(report.segments),
             report.records,
             len(state.messages),
             len(state.subscriptions),
+            len(state.retained),
+            len(state.sessions),
             ", torn tail cut" if report.torn_tail else "",
         )
         return state
@@ -234,7 +256,11 @@ class FileStore:
         if number not in self._journal.segments or self._index.live_count(number) == 0:
             return
         index = self._index
-        latest: dict[str, tuple[int, AddMessage | AddSubscription]] = {}
+        # The live entries, keyed by kind and key; a later record of a key replaces an earlier
+        # one, so the last value record of a live retained topic or session key is what stays.
+        latest: dict[str, tuple[int, _LiveEntry]] = {}
+        retained = index.retained.live
+        sessions = index.sessions.live
         for record in self._journal.read_segment(number):
             try:
                 entries = decode_record(record.payload)
@@ -251,6 +277,10 @@ class FileStore:
                         )
                 elif type(op) is AddSubscription and index.subscriptions.get(op.info.key) == number:
                     latest["s" + op.info.key] = (0, op)
+                elif type(op) is SetRetained and retained.get(op.topic) == number:
+                    latest["r" + op.topic] = (0, op)
+                elif type(op) is SetSessionState and sessions.get(op.key) == number:
+                    latest["k" + op.key] = (0, op)
         batch: list[bytes] = []
         ops: list[Op] = []
         size = 0

@@ -18,6 +18,8 @@ from sealmq.core.ports import (
     RecoveredState,
     RemoveMessage,
     RemoveSubscription,
+    SetRetained,
+    SetSessionState,
     StoredMessage,
 )
 from sealmq.store.errors import StoreClosedError
@@ -31,6 +33,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._messages: dict[str, tuple[Message, list[str]]] = {}
         self._subscriptions: dict[str, DurableSubscriptionInfo] = {}
+        self._retained: dict[str, Message] = {}
+        self._sessions: dict[str, bytes] = {}
         self._closed = False
 
     def recover(self) -> RecoveredState:
@@ -40,10 +44,13 @@ class MemoryStore:
         return self.snapshot()
 
     def snapshot(self) -> RecoveredState:
-        """What a durable store would recover now."""
+        """What a durable store would recover now (retained messages sorted by topic)."""
+        retained = self._retained
         return RecoveredState(
             [StoredMessage(m, list(owners)) for m, owners in self._messages.values()],
             list(self._subscriptions.values()),
+            [retained[topic] for topic in sorted(retained)],
+            dict(self._sessions),
         )
 
     def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
@@ -73,6 +80,16 @@ class MemoryStore:
                         owners.remove(key)
                         if not owners:
                             del messages[mid]
+            elif type(op) is SetRetained:
+                if op.message is None:
+                    self._retained.pop(op.topic, None)
+                else:
+                    self._retained[op.topic] = op.message
+            elif type(op) is SetSessionState:
+                if op.state is None:
+                    self._sessions.pop(op.key, None)
+                else:
+                    self._sessions[op.key] = bytes(op.state)
         fut.set_result(None)
         return fut
 

@@ -10,6 +10,10 @@ one ``MessageStore.write`` call (or one compaction step)::
 All integers are big-endian; strings are UTF-8 (``surrogatepass``, so any
 Python ``str`` round-trips) and strings and bytes carry a u32 length prefix.
 
+New entry types are added under new ids and old ones are never changed, so
+every journal written so far stays readable (a reader that predates a type
+refuses it as an unknown record type rather than misreading it).
+
 Every stored message carries a store-assigned sequence number, so recovery
 returns messages in send order even after compaction has moved some of them
 to a newer segment.
@@ -30,7 +34,15 @@ from sealmq.core.model import (
     Message,
     PropertyValue,
 )
-from sealmq.core.ports import AddMessage, AddSubscription, Op, RemoveMessage, RemoveSubscription
+from sealmq.core.ports import (
+    AddMessage,
+    AddSubscription,
+    Op,
+    RemoveMessage,
+    RemoveSubscription,
+    SetRetained,
+    SetSessionState,
+)
 from sealmq.store.errors import CorruptRecordError, StoreError
 
 __all__ = [
@@ -58,6 +70,17 @@ class RecordType(IntEnum):
     ADD_SUBSCRIPTION = 3
     #: client id, name.
     REMOVE_SUBSCRIPTION = 4
+    #: As ADD_SUBSCRIPTION, then options (u32-length bytes). Written only when a
+    #: subscription has options, so journals without any stay readable by older brokers.
+    ADD_SUBSCRIPTION_V2 = 5
+    #: topic, message (as in ADD_MESSAGE, without seq and owners).
+    SET_RETAINED = 6
+    #: topic.
+    CLEAR_RETAINED = 7
+    #: key, state (u32-length bytes).
+    SET_SESSION_STATE = 8
+    #: key.
+    DELETE_SESSION_STATE = 9
 
 
 class PropertyTag(IntEnum):
@@ -100,6 +123,11 @@ _T_ADD = RecordType.ADD_MESSAGE.value
 _T_REMOVE = _B.pack(RecordType.REMOVE_MESSAGE)
 _T_ADD_SUB = _B.pack(RecordType.ADD_SUBSCRIPTION)
 _T_REMOVE_SUB = _B.pack(RecordType.REMOVE_SUBSCRIPTION)
+_T_ADD_SUB_V2 = _B.pack(RecordType.ADD_SUBSCRIPTION_V2)
+_T_SET_RETAINED = _B.pack(RecordType.SET_RETAINED)
+_T_CLEAR_RETAINED = _B.pack(RecordType.CLEAR_RETAINED)
+_T_SET_SESSION = _B.pack(RecordType.SET_SESSION_STATE)
+_T_DELETE_SESSION = _B.pack(RecordType.DELETE_SESSION_STATE)
 _NONE = _B.pack(PropertyTag.NONE)
 _FALSE = _B.pack(PropertyTag.FALSE)
 _TRUE = _B.pack(PropertyTag.TRUE)
@@ -130,8 +158,10 @@ def encode_record(ops: Sequence[Op], seq: int) -> tuple[bytes, int]:
     return b"".join(parts), seq
 
 
-def encode_entry(seq: int, op: AddMessage | AddSubscription) -> bytes:
-    """One live entry re-stated under its original sequence number (compaction).
+def encode_entry(
+    seq: int, op: AddMessage | AddSubscription | SetRetained | SetSessionState
+) -> bytes:
+    """One live entry re-stated (compaction); an AddMessage keeps its original ``seq``.
 
     Join entries into a payload with :func:`join_entries`.
     """
@@ -154,12 +184,20 @@ def _text(parts: list[bytes], s: str) -> None:
     parts.append(b)
 
 
+def _bytes(parts: list[bytes], b: bytes) -> None:
+    parts.append(_U32.pack(len(b)))
+    parts.append(b)
+
+
 def _add_message(parts: list[bytes], seq: int, op: AddMessage) -> None:
-    m = op.message
     owners = op.owners
     parts.append(_ADD_HEAD.pack(_T_ADD, seq, len(owners)))
     for owner in owners:
         _text(parts, owner)
+    _message_fields(parts, op.message)
+
+
+def _message_fields(parts: list[bytes], m: Message) -> None:
     flags = 0
     if m.persistent:
         flags |= _PERSISTENT
@@ -261,7 +299,7 @@ def _other(parts: list[bytes], op: Op) -> None:
         _text(parts, op.owner)
     elif type(op) is AddSubscription:
         info = op.info
-        parts.append(_T_ADD_SUB)
+        parts.append(_T_ADD_SUB_V2 if info.options else _T_ADD_SUB)
         _text(parts, info.client_id)
         _text(parts, info.name)
         parts.append(_B.pack(info.destination.kind))
@@ -272,10 +310,28 @@ def _other(parts: list[bytes], op: Op) -> None:
         parts.append(_B.pack(flags))
         if info.selector is not None:
             _text(parts, info.selector)
+        if info.options:
+            _bytes(parts, info.options)
     elif type(op) is RemoveSubscription:
         parts.append(_T_REMOVE_SUB)
         _text(parts, op.client_id)
         _text(parts, op.name)
+    elif type(op) is SetRetained:
+        if op.message is None:
+            parts.append(_T_CLEAR_RETAINED)
+            _text(parts, op.topic)
+        else:
+            parts.append(_T_SET_RETAINED)
+            _text(parts, op.topic)
+            _message_fields(parts, op.message)
+    elif type(op) is SetSessionState:
+        if op.state is None:
+            parts.append(_T_DELETE_SESSION)
+            _text(parts, op.key)
+        else:
+            parts.append(_T_SET_SESSION)
+            _text(parts, op.key)
+            _bytes(parts, op.state)
     else:
         raise TypeError(f"not a store operation: {type(op).__name__}")
 
@@ -337,16 +393,27 @@ def decode_record(payload: bytes | memoryview) -> list[tuple[int, Op]]:
                 out.append((seq, AddMessage(_message(r), owners)))
             elif kind == RecordType.REMOVE_MESSAGE:
                 out.append((0, RemoveMessage(r.text(), r.text())))
-            elif kind == RecordType.ADD_SUBSCRIPTION:
+            elif kind == RecordType.ADD_SUBSCRIPTION or kind == RecordType.ADD_SUBSCRIPTION_V2:
                 client_id, name, dest = r.text(), r.text(), r.destination()
                 flags = r.u8()
                 selector = r.text() if flags & _SUB_FLAGS_SELECTOR else None
+                options = bytes(r.raw()) if kind == RecordType.ADD_SUBSCRIPTION_V2 else b""
                 info = DurableSubscriptionInfo(
-                    client_id, name, dest, selector, bool(flags & _SUB_FLAGS_NO_LOCAL)
+                    client_id, name, dest, selector, bool(flags & _SUB_FLAGS_NO_LOCAL), options
                 )
                 out.append((0, AddSubscription(info)))
             elif kind == RecordType.REMOVE_SUBSCRIPTION:
                 out.append((0, RemoveSubscription(r.text(), r.text())))
+            elif kind == RecordType.SET_RETAINED:
+                topic = r.text()
+                out.append((0, SetRetained(topic, _message(r))))
+            elif kind == RecordType.CLEAR_RETAINED:
+                out.append((0, SetRetained(r.text(), None)))
+            elif kind == RecordType.SET_SESSION_STATE:
+                key = r.text()
+                out.append((0, SetSessionState(key, bytes(r.raw()))))
+            elif kind == RecordType.DELETE_SESSION_STATE:
+                out.append((0, SetSessionState(r.text(), None)))
             else:
                 raise CorruptRecordError(f"unknown record type {kind}")
         return out

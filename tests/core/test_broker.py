@@ -265,3 +265,80 @@ async def test_message_groups_stick_to_one_consumer(core: tuple[Broker, Clock]) 
     survivor = b if owner_of_g1 == "a" else a
     conn.send(msg(broker, Q, b"late", group_id="g1"))
     assert survivor.bodies[-1] == b"late"
+
+
+@pytest.mark.asyncio
+async def test_retained_message_set_replaced_cleared(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    topic = Destination.topic("home.temp")
+    conn.send(msg(broker, topic, b"20", retain=True))
+    conn.send(msg(broker, topic, b"21", retain=True))
+    sink = Sink()
+    conn.subscribe("s", Destination.topic("home.*"), sink, retained=True)
+    assert sink.bodies == [b"21"]
+    assert sink.got[0].retained
+    conn.send(msg(broker, topic, b"", retain=True))  # clears, and is delivered live
+    assert sink.bodies == [b"21", b""]
+    assert not sink.got[1].retained
+    late = Sink()
+    conn.subscribe("t", Destination.topic("home.>"), late, retained=True)
+    assert late.bodies == []
+
+
+@pytest.mark.asyncio
+async def test_dollar_topics_not_matched_by_leading_wildcards(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    everything, sys_only = Sink(), Sink()
+    conn.subscribe("a", Destination.topic(">"), everything)
+    conn.subscribe("b", Destination.topic("$SYS.>"), sys_only)
+    conn.send(msg(broker, Destination.topic("$SYS.uptime"), b"1"))
+    assert everything.bodies == []
+    assert sys_only.bodies == [b"1"]
+
+
+@pytest.mark.asyncio
+async def test_takeover_closes_the_older_connection(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    older = broker.connect(client_id="dev-1", takeover=True)
+    told: list[bool] = []
+    older.on_taken_over = lambda: told.append(True)
+    newer = broker.connect(client_id="dev-1", takeover=True)
+    assert told == [True] and older.closed and not newer.closed
+    assert broker.is_connected("dev-1")
+
+
+@pytest.mark.asyncio
+async def test_shared_subscription_spreads_messages(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect()
+    a, b, plain = Sink(), Sink(), Sink()
+    topic = Destination.topic("jobs.>")
+    conn.subscribe("a", topic, a, shared_group="g")
+    conn.subscribe("b", topic, b, shared_group="g")
+    conn.subscribe("p", topic, plain)
+    for i in range(4):
+        conn.send(msg(broker, Destination.topic("jobs.x"), b"%d" % i))
+    assert len(a.got) == len(b.got) == 2
+    assert len(plain.got) == 4
+    conn.unsubscribe("a")
+    conn.unsubscribe("b")
+    assert not broker.shared
+
+
+@pytest.mark.asyncio
+async def test_session_state_and_durable_listing(core: tuple[Broker, Clock]) -> None:
+    broker, _ = core
+    conn = broker.connect(client_id="dev-2")
+    conn.subscribe("s", Destination.topic("a.b"), Sink(), durable_name="a/b", options=b"\x01")
+    assert [i.name for i in broker.durable_subscriptions("dev-2")] == ["a/b"]
+    await asyncio.wait_for(broker.set_session_state("mqtt:dev-2", b"state"), 5)
+    assert broker.sessions["mqtt:dev-2"] == b"state"
+    conn.unsubscribe("s")
+    # Resubscribing with other options (an MQTT QoS change) keeps the subscription's messages.
+    conn.send(msg(broker, Destination.topic("a.b"), b"kept", persistent=True))
+    sink = Sink()
+    conn.subscribe("s", Destination.topic("a.b"), sink, durable_name="a/b", options=b"\x02")
+    assert sink.bodies == [b"kept"]
+    assert broker.durable_subscriptions("dev-2")[0].options == b"\x02"

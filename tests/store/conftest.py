@@ -125,11 +125,13 @@ def message_fields(m: Message) -> dict[str, Any]:
     return {f.name: getattr(m, f.name) for f in fields(m) if f.name != "origin"}
 
 
-def state_view(state: RecoveredState) -> tuple[list[Any], list[Any]]:
+def state_view(state: RecoveredState) -> tuple[list[Any], list[Any], list[Any], dict[str, bytes]]:
     """A comparable form of a recovered state (subscriptions have no order)."""
     return (
         [(message_fields(s.message), s.owners) for s in state.messages],
         sorted(state.subscriptions, key=lambda info: info.key),
+        [message_fields(m) for m in state.retained],
+        state.sessions,
     )
 
 

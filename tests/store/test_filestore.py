@@ -36,6 +36,8 @@ from sealmq.core.ports import (
     RecoveredState,
     RemoveMessage,
     RemoveSubscription,
+    SetRetained,
+    SetSessionState,
 )
 from sealmq.kms.local import LocalKeyService
 from sealmq.store.errors import (
@@ -164,6 +166,53 @@ async def test_a_batch_is_one_unit(flavour: Flavour) -> None:
 
 
 @pytest.mark.asyncio
+async def test_one_retained_message_per_topic_replaced_or_cleared(flavour: Flavour) -> None:
+    store = flavour.open()
+    r1, r2 = make_message(1, retain=True, qos=1), full_message("retained")
+    await store.write([SetRetained("b/x", r1), SetRetained("a/y", make_message(3))])
+    await store.write([SetRetained("b/x", r2)])  # replaces r1
+    await store.write([SetRetained("a/y", None), SetRetained("c/z", None)])  # clears; no-op
+    await store.write([SetRetained("d/w", make_message(4)), SetRetained("d/w", None)])
+    state = await flavour.restart()
+    assert [message_fields(m) for m in state.retained] == [message_fields(r2)]
+    assert state.messages == [] and state.sessions == {}
+    assert flavour.store is not None
+    await flavour.store.write([SetRetained("a/y", make_message(5))])
+    state = await flavour.restart()
+    # Sorted by topic.
+    assert [m.message_id for m in state.retained] == ["ID:test-5", "ID:retained-id"]
+
+
+@pytest.mark.asyncio
+async def test_session_state_last_write_wins_and_none_deletes(flavour: Flavour) -> None:
+    store = flavour.open()
+    await store.write([SetSessionState("mqtt:a", b"one"), SetSessionState("mqtt:b", b"\x00")])
+    await store.write([SetSessionState("mqtt:a", b"two"), SetSessionState("mqtt:c", b"")])
+    await store.write([SetSessionState("mqtt:b", None), SetSessionState("mqtt:none", None)])
+    state = await flavour.restart()
+    assert state.sessions == {"mqtt:a": b"two", "mqtt:c": b""}
+    assert state.retained == [] and state.messages == []
+
+
+@pytest.mark.asyncio
+async def test_subscription_options_survive(flavour: Flavour) -> None:
+    store = flavour.open()
+    mqtt = DurableSubscriptionInfo(
+        "mqtt-c", "a/+", Destination.topic("a.*"), None, True, b"\x02\x01opts"
+    )
+    await store.write([AddSubscription(SUB_INFO), AddSubscription(mqtt)])
+    state = await flavour.restart()
+    assert sorted(state.subscriptions, key=lambda i: i.key) == sorted(
+        [SUB_INFO, mqtt], key=lambda i: i.key
+    )
+    changed = DurableSubscriptionInfo("mqtt-c", "a/+", Destination.topic("a.*"), options=b"new")
+    assert flavour.store is not None
+    await flavour.store.write([AddSubscription(changed)])
+    state = await flavour.restart()
+    assert changed in state.subscriptions and mqtt not in state.subscriptions
+
+
+@pytest.mark.asyncio
 async def test_write_after_close_fails(flavour: Flavour) -> None:
     store = flavour.open()
     await store.close()
@@ -176,7 +225,13 @@ async def test_write_after_close_fails(flavour: Flavour) -> None:
 # -- differential: the file store recovers what the memory model holds -----------------------
 
 OWNERS = [Q, Q2, SUB, durable_key("client-1", "sub-2")]
-SUBS = [SUB_INFO, DurableSubscriptionInfo("client-1", "sub-2", Destination.topic("t"))]
+SUBS = [
+    SUB_INFO,
+    DurableSubscriptionInfo("client-1", "sub-2", Destination.topic("t")),
+    DurableSubscriptionInfo("client-1", "sub-2", Destination.topic("t"), options=b"\x01"),
+]
+TOPICS = ["a/b", "a/c", "d"]
+SESSION_KEYS = ["mqtt:1", "mqtt:2", "mqtt:3"]
 _ops = st.one_of(
     st.builds(
         lambda i, owners: AddMessage(make_message(i), tuple(owners)),
@@ -190,6 +245,16 @@ _ops = st.one_of(
     ),
     st.builds(AddSubscription, st.sampled_from(SUBS)),
     st.builds(lambda s: RemoveSubscription(s.client_id, s.name), st.sampled_from(SUBS)),
+    st.builds(
+        lambda topic, i: SetRetained(topic, None if i is None else make_message(i, retain=True)),
+        st.sampled_from(TOPICS),
+        st.none() | st.integers(0, 6),
+    ),
+    st.builds(
+        SetSessionState,
+        st.sampled_from(SESSION_KEYS),
+        st.none() | st.binary(max_size=8),
+    ),
 )
 _steps = st.lists(
     st.one_of(st.lists(_ops, min_size=1, max_size=3), st.sampled_from(["restart", "compact"])),
@@ -413,13 +478,30 @@ async def test_nothing_user_supplied_is_written_in_clear(
         Destination(DestinationKind.TOPIC, f"t.{marker}"),
         f"color = '{marker}'",
     )
+    mqtt_sub = DurableSubscriptionInfo(
+        f"mqtt-{marker}",
+        f"a/{marker}/#",
+        Destination.topic(f"a.{marker}.>"),
+        None,
+        False,
+        f"opts-{marker}".encode(),
+    )
+    retained = full_message(f"r{marker}")
+    topic = f"r/{marker}/t"
+    session_key = f"mqtt:{marker}"
+    session = f"state-{marker}".encode()
     store = open_store(data_dir, kms, segment_size=512)
     store.recover()
     with caplog.at_level("DEBUG"):
-        await store.write([AddSubscription(sub)])
+        await store.write([AddSubscription(sub), AddSubscription(mqtt_sub)])
         await store.write([AddMessage(m, (owner, sub.key))])
         await store.write([AddMessage(make_message(1, queue=marker), (owner,))])
         await store.write([RemoveMessage(m.message_id, owner)])
+        await store.write([SetRetained(topic, retained), SetRetained(f"gone/{marker}", m)])
+        await store.write([SetSessionState(session_key, session)])
+        await store.write([SetSessionState(f"gone:{marker}", session)])
+        await store.write([SetRetained(f"gone/{marker}", None)])
+        await store.write([SetSessionState(f"gone:{marker}", None)])
         await store.rotate_data_keys()
         await store.write([RemoveSubscription(sub.client_id, sub.name)])
         await store.close()
@@ -427,6 +509,9 @@ async def test_nothing_user_supplied_is_written_in_clear(
         state = store.recover()
         await store.close()
     assert ids(state) == ["ID:test-1"]
+    assert state.subscriptions == [mqtt_sub]
+    assert [message_fields(r) for r in state.retained] == [message_fields(retained)]
+    assert state.sessions == {session_key: session}
     needle = marker.encode()
     for path in all_files(data_dir):
         assert needle not in path.read_bytes(), path
@@ -485,6 +570,99 @@ async def test_a_subscription_removal_is_kept_while_older_segments_live(
     await store.close()
 
 
+def _set_retained(i: int | None) -> Op:
+    return SetRetained("t/1", None if i is None else make_message(100 + i, retain=True))
+
+
+def _set_session(i: int | None) -> Op:
+    return SetSessionState("mqtt:1", None if i is None else f"state {i}".encode())
+
+
+def _value(state: RecoveredState, kind: str) -> object:
+    if kind == "retained":
+        return [m.message_id for m in state.retained]
+    return state.sessions
+
+
+@pytest.mark.parametrize(
+    ("kind", "op", "values"),
+    [
+        ("retained", _set_retained, (["ID:test-102"], [])),
+        ("session", _set_session, ({"mqtt:1": b"state 2"}, {})),
+    ],
+)
+@pytest.mark.asyncio
+async def test_a_cleared_value_stays_cleared_while_older_segments_live(
+    data_dir: Path,
+    fake_keys: FakeKeyProvider,
+    kind: str,
+    op: Any,
+    values: tuple[object, object],
+) -> None:
+    current, cleared = values
+    store = open_store(data_dir, fake_keys, segment_size=1)  # a segment per record
+    store.recover()
+    await store.write([AddMessage(make_message(0), (Q,)), op(0)])  # 1: pinned by test-0
+    await store.write([op(1)])  # 2
+    await store.write([op(2)])  # 3
+    await store.write([AddMessage(make_message(1), (Q,))])  # 4
+    await store.flush()
+    # A replaced value pins nothing: 2 goes although 1 (with an older value) stays.
+    assert store.journal.segments == [1, 3, 4]
+    await store.write([op(None)])  # 5: clears
+    await store.write([AddMessage(make_message(2), (Q,))])  # 6
+    await store.flush()
+    # 3 is dead now; 5 must stay while 1 does, or the value set in 1 would come back.
+    assert store.journal.segments == [1, 4, 5, 6]
+    await store.close()
+    store = open_store(data_dir, fake_keys, segment_size=1)
+    state = store.recover()
+    assert _value(state, kind) == cleared
+    assert store.journal.segments == [1, 4, 5, 6]
+    await store.write([RemoveMessage("ID:test-0", Q)])  # 7
+    await store.flush()
+    # 1 is dead, so the clearing record in 5 may go too.
+    assert store.journal.segments == [4, 6, 7]
+    await store.close()
+    store = open_store(data_dir, fake_keys, segment_size=1)
+    state = store.recover()
+    assert _value(state, kind) == cleared
+    assert ids(state) == ["ID:test-1", "ID:test-2"]
+    await store.write([op(2)])  # 8
+    await store.close()
+    store = open_store(data_dir, fake_keys, segment_size=1)
+    assert _value(store.recover(), kind) == current
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_compaction_restates_retained_messages_and_session_states(
+    data_dir: Path, fake_keys: FakeKeyProvider
+) -> None:
+    store = open_store(data_dir, fake_keys, segment_size=400)
+    store.recover()
+    for i in range(12):
+        await store.write([SetRetained(f"t/{i % 4}", make_message(i, retain=True))])
+        await store.write([SetSessionState(f"mqtt:{i % 3}", f"state {i}".encode())])
+        await store.write([AddMessage(make_message(100 + i), (Q,))])
+    await store.write([SetRetained("t/0", None), SetSessionState("mqtt:0", None)])
+    await store.write([RemoveMessage(f"ID:test-{100 + i}", Q) for i in range(12)])
+    await store.flush()
+    old = store.journal.segments
+    assert len(old) > 3
+    assert await store.compact()
+    await store.flush()
+    # Every segment older than the one compaction started writing into is gone.
+    assert min(store.journal.segments) >= old[-1]
+    await store.close()
+    store = open_store(data_dir, fake_keys, segment_size=400)
+    state = store.recover()
+    await store.close()
+    assert ids(state) == []
+    assert [m.message_id for m in state.retained] == ["ID:test-9", "ID:test-10", "ID:test-11"]
+    assert state.sessions == {"mqtt:1": b"state 10", "mqtt:2": b"state 11"}
+
+
 @pytest.mark.asyncio
 async def test_rotating_data_keys_rewrites_every_live_entry(
     data_dir: Path, fake_keys: FakeKeyProvider
@@ -492,6 +670,7 @@ async def test_rotating_data_keys_rewrites_every_live_entry(
     store = open_store(data_dir, fake_keys, segment_size=600)
     store.recover()
     await store.write([AddSubscription(SUB_INFO)])
+    await store.write([SetRetained("t", make_message(99)), SetSessionState("mqtt:1", b"s")])
     for i in range(20):
         await store.write([AddMessage(make_message(i), (Q, SUB))])
     await store.write([RemoveMessage(f"ID:test-{i}", Q) for i in range(0, 20, 2)])
@@ -511,6 +690,8 @@ async def test_rotating_data_keys_rewrites_every_live_entry(
     owners = {s.message.message_id: s.owners for s in state.messages}
     assert owners["ID:test-2"] == [SUB] and owners["ID:test-1"] == [Q, SUB]
     assert state.subscriptions == [SUB_INFO]
+    assert [m.message_id for m in state.retained] == ["ID:test-99"]
+    assert state.sessions == {"mqtt:1": b"s"}
     assert before.messages == []
 
 

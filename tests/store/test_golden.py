@@ -16,18 +16,24 @@ from sealmq.core.model import queue_key
 from sealmq.kms.local import LocalKeyService
 from sealmq.store.errors import CorruptRecordError
 from sealmq.store.filestore import FileStore
-from tests.store.conftest import full_message, message_fields
-from tests.store.files.make_golden import BROKER, SUB
+from tests.store.conftest import full_message, make_message, message_fields
+from tests.store.files.make_golden import (
+    BROKER,
+    MQTT_RETAINED_TOPICS,
+    MQTT_SESSIONS,
+    MQTT_SUB,
+    SUB,
+)
 
 FILES = Path(__file__).resolve().parent / "files"
 GOLDEN_Q = queue_key("golden")
 
 
-def open_copy(tmp_path: Path, damaged: str | None = None) -> FileStore:
+def open_copy(tmp_path: Path, damaged: str | None = None, golden: str = "golden") -> FileStore:
     keys = tmp_path / "keys"
     journal = tmp_path / "data" / "journal"
-    shutil.copytree(FILES / "golden" / "keys", keys)
-    shutil.copytree(FILES / "golden" / "journal", journal)
+    shutil.copytree(FILES / golden / "keys", keys)
+    shutil.copytree(FILES / golden / "journal", journal)
     if damaged:
         for segment in (FILES / damaged).iterdir():
             shutil.copyfile(segment, journal / segment.name)
@@ -73,3 +79,20 @@ async def test_the_committed_corrupt_segment_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CorruptRecordError, match=r"00000001\.seg at offset \d+"):
         store.recover()
     await store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_committed_mqtt_journal_recovers(tmp_path: Path) -> None:
+    # Record types 5-9: subscription options, retained messages, session states.
+    store = open_copy(tmp_path, golden="golden-mqtt")
+    state = store.recover()
+    await store.close()
+    assert store.recovery_report.torn_tail is None
+    assert state.messages == []
+    assert sorted(state.subscriptions, key=lambda i: i.key) == sorted(
+        [SUB, MQTT_SUB], key=lambda i: i.key
+    )
+    assert len(MQTT_RETAINED_TOPICS) == len(state.retained) == 2
+    assert message_fields(state.retained[0]) == message_fields(full_message("retained"))
+    assert message_fields(state.retained[1]) == message_fields(make_message(2, queue="golden"))
+    assert state.sessions == MQTT_SESSIONS

@@ -16,7 +16,15 @@ from sealmq.core.model import (
     DurableSubscriptionInfo,
     Message,
 )
-from sealmq.core.ports import AddMessage, AddSubscription, Op, RemoveMessage, RemoveSubscription
+from sealmq.core.ports import (
+    AddMessage,
+    AddSubscription,
+    Op,
+    RemoveMessage,
+    RemoveSubscription,
+    SetRetained,
+    SetSessionState,
+)
 from sealmq.store.errors import CorruptRecordError, StoreError
 from sealmq.store.records import (
     RECORD_FORMAT,
@@ -71,9 +79,23 @@ def test_record_type_ids_are_stable() -> None:
         "REMOVE_MESSAGE": 2,
         "ADD_SUBSCRIPTION": 3,
         "REMOVE_SUBSCRIPTION": 4,
+        "ADD_SUBSCRIPTION_V2": 5,
+        "SET_RETAINED": 6,
+        "CLEAR_RETAINED": 7,
+        "SET_SESSION_STATE": 8,
+        "DELETE_SESSION_STATE": 9,
     }
     assert len({t.value for t in PropertyTag}) == len(PropertyTag)
     assert RECORD_FORMAT == 1
+
+
+def op_view(op: Op) -> object:
+    """A comparable form of an op (messages compare by identity)."""
+    if isinstance(op, AddMessage):
+        return ("add", message_fields(op.message), op.owners)
+    if isinstance(op, SetRetained):
+        return ("retain", op.topic, None if op.message is None else message_fields(op.message))
+    return op
 
 
 def test_every_op_type_round_trips_in_one_record() -> None:
@@ -85,17 +107,47 @@ def test_every_op_type_round_trips_in_one_record() -> None:
         AddSubscription(info),
         AddSubscription(DurableSubscriptionInfo("c2", "s2", Destination.topic("x"))),
         RemoveSubscription("client", "sub"),
+        AddSubscription(
+            DurableSubscriptionInfo("c3", "s3", Destination.topic("y"), None, False, b"\x00opt")
+        ),
+        SetRetained("a/b", full_message("retained")),
+        SetRetained("a/b", None),
+        SetSessionState("mqtt:c", b"\x01\x02state"),
+        SetSessionState("mqtt:c", b""),
+        SetSessionState("mqtt:c", None),
     ]
     payload, next_seq = encode_record(ops, 10)
-    assert next_seq == 11
+    assert next_seq == 11  # only AddMessage takes a sequence number
     decoded = decode_record(payload)
-    assert [seq for seq, _ in decoded] == [10, 0, 0, 0, 0]
+    assert [seq for seq, _ in decoded] == [10] + [0] * (len(ops) - 1)
     add = decoded[0][1]
     assert isinstance(add, AddMessage)
     assert add.owners == ("queue:a", "sub:1:c:s")
     assert message_fields(add.message) == message_fields(m)
     assert add.message.origin is None  # never persisted
-    assert [op for _, op in decoded[1:]] == ops[1:]
+    assert [op_view(op) for _, op in decoded[1:]] == [op_view(op) for op in ops[1:]]
+    retained = decoded[6][1]
+    assert isinstance(retained, SetRetained) and retained.message is not None
+    assert retained.message.origin is None
+
+
+def test_a_subscription_without_options_keeps_the_first_record_type() -> None:
+    # Journals without options stay readable by brokers that predate ADD_SUBSCRIPTION_V2.
+    plain = DurableSubscriptionInfo("c", "n", Destination.topic("t"))
+    with_options = DurableSubscriptionInfo("c", "n", Destination.topic("t"), options=b"o")
+    assert encode_entry(0, AddSubscription(plain))[0] == RecordType.ADD_SUBSCRIPTION
+    assert encode_entry(0, AddSubscription(with_options))[0] == RecordType.ADD_SUBSCRIPTION_V2
+    # A V1 record as the first release wrote it.
+    v1 = bytes([RECORD_FORMAT, 3, 0, 0, 0, 1, 99, 0, 0, 0, 1, 110, 1, 0, 0, 0, 1, 116, 1])
+    assert decode_record(v1) == [
+        (0, AddSubscription(DurableSubscriptionInfo("c", "n", Destination.topic("t"), None, True)))
+    ]
+
+
+def test_clearing_records_carry_only_their_key() -> None:
+    assert encode_entry(0, SetRetained("t", None)) == bytes([7, 0, 0, 0, 1]) + b"t"
+    assert encode_entry(0, SetSessionState("k", None)) == bytes([9, 0, 0, 0, 1]) + b"k"
+    assert encode_entry(0, SetSessionState("k", b"")) == bytes([8, 0, 0, 0, 1]) + b"k" + bytes(4)
 
 
 def test_sequence_numbers_count_add_messages_only() -> None:
@@ -111,10 +163,15 @@ def test_sequence_numbers_count_add_messages_only() -> None:
 
 def test_entries_keep_their_sequence_numbers() -> None:
     a = AddMessage(make_message(1), ("q",))
-    sub = AddSubscription(DurableSubscriptionInfo("c", "n", Destination.topic("t")))
-    decoded = decode_record(join_entries([encode_entry(99, a), encode_entry(0, sub)]))
-    assert [seq for seq, _ in decoded] == [99, 0]
+    sub = AddSubscription(DurableSubscriptionInfo("c", "n", Destination.topic("t"), options=b"x"))
+    retained = SetRetained("t", make_message(2))
+    session = SetSessionState("k", b"v")
+    entries = [encode_entry(99, a), encode_entry(0, sub), encode_entry(0, retained)]
+    decoded = decode_record(join_entries([*entries, encode_entry(0, session)]))
+    assert [seq for seq, _ in decoded] == [99, 0, 0, 0]
     assert decoded[1][1] == sub
+    assert op_view(decoded[2][1]) == op_view(retained)
+    assert decoded[3][1] == session
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -131,18 +188,41 @@ def test_any_message_round_trips(m: Message, owners: list[str], seq: int) -> Non
 
 
 @given(
-    client=texts, name=texts, dest=destinations, selector=st.none() | texts, no_local=st.booleans()
+    client=texts,
+    name=texts,
+    dest=destinations,
+    selector=st.none() | texts,
+    no_local=st.booleans(),
+    options=st.binary(max_size=20),
 )
 def test_any_subscription_round_trips(
-    client: str, name: str, dest: Destination, selector: str | None, no_local: bool
+    client: str, name: str, dest: Destination, selector: str | None, no_local: bool, options: bytes
 ) -> None:
     ops: list[Op] = [
-        AddSubscription(DurableSubscriptionInfo(client, name, dest, selector, no_local)),
+        AddSubscription(DurableSubscriptionInfo(client, name, dest, selector, no_local, options)),
         RemoveSubscription(client, name),
         RemoveMessage(name, client),
     ]
     payload, _ = encode_record(ops, 1)
     assert [op for _, op in decode_record(payload)] == ops
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.builds(SetRetained, texts, st.none() | messages),
+            st.builds(SetSessionState, texts, st.none() | st.binary(max_size=50)),
+        ),
+        max_size=5,
+    )
+)
+def test_any_retained_and_session_op_round_trips(ops: list[Op]) -> None:
+    payload, next_seq = encode_record(ops, 7)
+    assert next_seq == 7
+    decoded = decode_record(payload)
+    assert [seq for seq, _ in decoded] == [0] * len(ops)
+    assert [op_view(op) for _, op in decoded] == [op_view(op) for op in ops]
 
 
 def test_property_edge_values() -> None:
@@ -177,8 +257,20 @@ def test_unstorable_values_raise_store_error() -> None:
         encode_record(["not an op"], 1)  # type: ignore[list-item]
 
 
-def test_every_truncation_is_a_corrupt_record() -> None:
-    ops: list[Op] = [RemoveMessage("a", "b"), AddMessage(full_message(), ("q",))]
+@pytest.mark.parametrize(
+    "second",
+    [
+        AddMessage(full_message(), ("q",)),
+        AddSubscription(DurableSubscriptionInfo("c", "n", Destination.topic("t"), "s", True, b"o")),
+        SetRetained("topic", full_message()),
+        SetRetained("topic", None),
+        SetSessionState("key", b"state"),
+        SetSessionState("key", None),
+    ],
+    ids=lambda op: type(op).__name__,
+)
+def test_every_truncation_is_a_corrupt_record(second: Op) -> None:
+    ops: list[Op] = [RemoveMessage("a", "b"), second]
     payload, _ = encode_record(ops, 1)
     boundary = len(encode_record(ops[:1], 1)[0])
     for cut in range(len(payload)):
