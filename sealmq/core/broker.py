@@ -126,6 +126,7 @@ class Broker:
         self._id_prefix = f"ID:{broker_id}-{secrets.token_hex(4)}"
         self._batch: list[Op] | None = None
         self._batch_future: asyncio.Future[None] | None = None
+        self._batch_sync = False
         self._sweeper: asyncio.TimerHandle | None = None
         #: Called with the exception when the store fails to write: the broker must stop.
         self.on_store_failure: Callable[[BaseException], None] | None = None
@@ -332,14 +333,19 @@ class Broker:
 
     # ----------------------------------------------------------------- store batching
 
-    def _write(self, ops: list[Op]) -> asyncio.Future[None]:
-        """Queue ``ops`` for the store; everything queued in one loop tick is one record."""
+    def _write(self, ops: list[Op], *, sync: bool = True) -> asyncio.Future[None]:
+        """Queue ``ops`` for the store; everything queued in one loop tick is one record.
+
+        ``sync=False`` for acks nobody waits on: a batch of only those costs no fsync
+        (a crash may redeliver such a message, never lose one).
+        """
         if self._batch is None:
             loop = asyncio.get_running_loop()
             self._batch = []
             self._batch_future = loop.create_future()
             loop.call_soon(self._flush)
         self._batch.extend(ops)
+        self._batch_sync = self._batch_sync or sync
         assert self._batch_future is not None
         return self._batch_future
 
@@ -349,15 +355,19 @@ class Broker:
         Adapters wait on it before confirming a request whose effect (an ack, a DLQ move)
         the core stored without handing back a future.
         """
+        if self._batch_future is not None:
+            # Somebody will confirm on it: it must mean durable.
+            self._batch_sync = True
         return self._batch_future
 
     def _flush(self) -> None:
-        ops, future = self._batch, self._batch_future
+        ops, future, sync = self._batch, self._batch_future, self._batch_sync
         self._batch = self._batch_future = None
+        self._batch_sync = False
         if not ops or future is None:
             return
         try:
-            written = self.store.write(ops)
+            written = self.store.write(ops, sync=sync)
         except Exception as exc:
             self._store_failed(future, exc)
             return
@@ -393,7 +403,7 @@ class Broker:
     def entry_consumed(self, entry: Entry) -> None:
         """An auto-ack delivery: the message is done with as soon as it is sent."""
         if entry.message.persistent and entry.queue.owner is not None:
-            self._write([RemoveMessage(entry.message.message_id, entry.queue.owner)])
+            self._write([RemoveMessage(entry.message.message_id, entry.queue.owner)], sync=False)
 
     def entry_expired(self, entry: Entry) -> None:
         self._dead_letter(entry, "Message expired")
@@ -401,7 +411,7 @@ class Broker:
     def acknowledge(self, entries: list[Entry]) -> None:
         ops = self._settle(entries)
         if ops:
-            self._write(ops)
+            self._write(ops, sync=False)
 
     def redeliver(self, entries: list[Entry]) -> None:
         """Offer ``entries`` again, or dead-letter those past the redelivery limit."""

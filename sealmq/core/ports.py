@@ -120,13 +120,15 @@ class MessageStore(Protocol):
         """Read everything durable; called once, before the first ``write``."""
         ...
 
-    def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
+    def write(self, ops: Sequence[Op], *, sync: bool = True) -> asyncio.Future[None]:
         """Append ``ops`` as one atomic record.
 
         Returns a future that completes once the record is durable (fsynced),
-        or fails with a store error. Callers that need no confirmation (acks
-        of at-least-once deliveries) may drop the future; ordering is kept.
-        Must be called from the event loop thread.
+        or fails with a store error. Callers that need no confirmation may drop
+        the future; ordering is kept. With ``sync=False`` the future completes
+        once the record is written, and the record becomes durable with the next
+        synced write: for acks nobody waits on, where a crash may bring a message
+        back but never lose one. Must be called from the event loop thread.
         """
         ...
 

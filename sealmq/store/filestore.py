@@ -186,8 +186,11 @@ class FileStore:
         )
         return state
 
-    def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
-        """Append ``ops`` as one atomic record; the future completes once it is fsynced."""
+    def write(self, ops: Sequence[Op], *, sync: bool = True) -> asyncio.Future[None]:
+        """Append ``ops`` as one atomic record; the future completes once it is fsynced.
+
+        ``sync=False``: once written; durable with the next synced write (see the port).
+        """
         if self._closed or not self._recovered:
             error: StoreError = (
                 StoreClosedError("the store is closed")
@@ -200,7 +203,7 @@ class FileStore:
             payload, self._seq = encode_record(ops, self._seq)
         except StoreError as exc:
             return _failed(exc)
-        return self._journal.append(payload, ops)
+        return self._journal.append(payload, ops, sync=sync)
 
     async def close(self) -> None:
         """Flush pending writes, stop the writer thread, release the folder's lock."""

@@ -129,7 +129,17 @@ class RecoveryReport:
 class _Segment:
     """The segment being written (writer thread only)."""
 
-    __slots__ = ("aad_prefix", "aead", "context", "dek", "fd", "next_index", "number", "size")
+    __slots__ = (
+        "aad_prefix",
+        "aead",
+        "context",
+        "dek",
+        "dirty",
+        "fd",
+        "next_index",
+        "number",
+        "size",
+    )
 
     def __init__(self, number: int, fd: int, size: int, dek: bytes, context: dict[str, str]):
         self.number = number
@@ -140,6 +150,8 @@ class _Segment:
         self.context = context
         self.next_index = 1
         self.aad_prefix = b""
+        #: Written but not yet fsynced (only records appended with ``sync=False``).
+        self.dirty = False
 
 
 class _Control:
@@ -151,7 +163,7 @@ class _Control:
 
 
 # Queue items: (payload, tag, future) for appends; _Control for everything else.
-_Item = tuple[bytes, Any, "asyncio.Future[None]"] | _Control
+_Item = tuple[bytes, Any, "asyncio.Future[None]", bool] | _Control
 
 
 class Journal:
@@ -375,8 +387,12 @@ class Journal:
 
     # -- appending (event loop thread) ----------------------------------------------------
 
-    def append(self, payload: bytes, tag: Any = None) -> asyncio.Future[None]:
+    def append(self, payload: bytes, tag: Any = None, *, sync: bool = True) -> asyncio.Future[None]:
         """Queue ``payload`` as one record; the future completes once it is fsynced.
+
+        With ``sync=False`` the future completes once the record is written; it
+        becomes durable with the next synced batch, or when its segment is closed.
+        A batch holding only such records costs no fsync.
 
         ``tag`` is handed back to ``on_durable`` with the record's segment. Must be
         called on the event loop thread. Failures (a closed journal, an unavailable
@@ -395,7 +411,7 @@ class Journal:
             return fut
         if self._thread is None:
             self._start(loop)
-        self._queue.put((payload, tag, fut))
+        self._queue.put((payload, tag, fut, sync))
         return fut
 
     def call_in_writer(self, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -446,7 +462,7 @@ class Journal:
 
     def write_records(self, records: Sequence[tuple[bytes, Any]]) -> None:
         """Writer thread (inside ``call_in_writer``): append and fsync now, then ``on_durable``."""
-        placed, error = self._write_batch([(payload, tag, None) for payload, tag in records])
+        placed, error = self._write_batch([(payload, tag, None, True) for payload, tag in records])
         self._report_durable(placed)
         if error is not None:
             raise error
@@ -497,7 +513,7 @@ class Journal:
                     batch.append(item)
                     if type(item) is tuple:
                         size += len(item[0])
-                appends: list[tuple[bytes, Any, asyncio.Future[None] | None]] = []
+                appends: list[tuple[bytes, Any, asyncio.Future[None] | None, bool]] = []
                 for item in batch:
                     if type(item) is tuple:
                         appends.append(item)
@@ -535,11 +551,11 @@ class Journal:
         else:
             self._settle_value(item.future, result, None)
 
-    def _commit(self, items: list[tuple[bytes, Any, asyncio.Future[None] | None]]) -> None:
+    def _commit(self, items: list[tuple[bytes, Any, asyncio.Future[None] | None, bool]]) -> None:
         placed, error = self._write_batch(items)
         done = len(placed)
-        ok = [f for _, _, f in items[:done] if f is not None]
-        failed = [f for _, _, f in items[done:] if f is not None]
+        ok = [item[2] for item in items[:done] if item[2] is not None]
+        failed = [item[2] for item in items[done:] if item[2] is not None]
         self._settle(ok, None)
         if failed:
             self._settle(failed, error)
@@ -553,7 +569,7 @@ class Journal:
                 log.exception("journal: on_durable hook failed")
 
     def _write_batch(
-        self, items: Sequence[tuple[bytes, Any, asyncio.Future[None] | None]]
+        self, items: Sequence[tuple[bytes, Any, asyncio.Future[None] | None, bool]]
     ) -> tuple[list[tuple[int, Any]], StoreError | None]:
         """Seal, write and fsync ``items``; returns the durable prefix and the error, if any."""
         placed: list[tuple[int, Any]] = []
@@ -567,7 +583,9 @@ class Journal:
             chunks: list[bytes] = []
             pending = 0
             limit = self._segment_size
-            for payload, tag, _ in items:
+            sync = False
+            for payload, tag, _, wants_sync in items:
+                sync = sync or wants_sync
                 n = len(payload) + TAG_BYTES
                 if seg.size + pending + _FRAME.size + n > limit and (seg.next_index > 1 or chunks):
                     self._flush(seg, chunks)
@@ -585,7 +603,7 @@ class Journal:
                 )
                 pending += _FRAME.size + n
                 placed.append((seg.number, tag))
-            self._flush(seg, chunks)
+            self._flush(seg, chunks, sync=sync)
             durable = len(placed)
         except KeyUnavailableError as exc:
             log.error("journal: %s", exc)
@@ -600,15 +618,20 @@ class Journal:
             return placed[:durable], exc
         return placed, None
 
-    def _flush(self, seg: _Segment, chunks: list[bytes]) -> None:
+    def _flush(self, seg: _Segment, chunks: list[bytes], *, sync: bool = True) -> None:
         if not chunks:
             return
         data = b"".join(chunks)
         write_all(seg.fd, data)
-        datasync(seg.fd)
         seg.size += len(data)
-        self.fsync_count += 1
         self.records_written += len(chunks) // 2
+        if sync:
+            # Covers every earlier unsynced write to this file too.
+            datasync(seg.fd)
+            seg.dirty = False
+            self.fsync_count += 1
+        else:
+            seg.dirty = True
 
     def _writable_segment(self) -> _Segment:
         seg = self._current
@@ -668,7 +691,12 @@ class Journal:
     def _close_current(self) -> None:
         seg, self._current = self._current, None
         if seg is not None:
-            os.close(seg.fd)
+            try:
+                if seg.dirty:
+                    datasync(seg.fd)
+                    self.fsync_count += 1
+            finally:
+                os.close(seg.fd)
 
     def _settle(self, futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
         if not futures or self._loop is None:

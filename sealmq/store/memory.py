@@ -53,7 +53,7 @@ class MemoryStore:
             dict(self._sessions),
         )
 
-    def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
+    def write(self, ops: Sequence[Op], *, sync: bool = True) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(StoreClosedError("the store is closed"))

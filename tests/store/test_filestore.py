@@ -778,3 +778,21 @@ def test_memory_store_snapshot_is_what_was_written() -> None:
             store.recover()
 
     asyncio.run(run())
+
+
+@pytest.mark.asyncio
+async def test_unsynced_acks_cost_no_fsync_and_are_kept_at_close(
+    data_dir: Path, fake_keys: FakeKeyProvider
+) -> None:
+    store = open_store(data_dir, fake_keys)
+    store.recover()
+    await store.write([AddMessage(make_message(i), (Q,)) for i in range(2)])
+    synced = store.journal.fsync_count
+    removed = make_message(0).message_id
+    await store.write([RemoveMessage(removed, Q)], sync=False)
+    assert store.journal.fsync_count == synced
+    await store.close()  # closing the segment syncs what was only written
+    assert store.journal.fsync_count == synced + 1
+    again = open_store(data_dir, fake_keys)
+    assert ids(again.recover()) == [make_message(1).message_id]
+    await again.close()
