@@ -340,3 +340,13 @@ def test_port_zero_may_repeat(tmp_path: Path) -> None:
 def test_problem_str_without_key() -> None:
     assert str(ConfigProblem("f.toml", "", "bad")) == "f.toml: bad"
     assert str(ConfigProblem("f.toml", "a.b", "bad")) == "f.toml: a.b: bad"
+
+
+def test_mqtt_max_packet_size_is_bounded(tmp_path: Path) -> None:
+    ok = tmp_path / "ok.toml"
+    ok.write_text("[limits]\nmqtt_max_packet_size = 65536\n")
+    assert load_settings(ok).limits.mqtt_max_packet_size == 65536
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmqtt_max_packet_size = 300000000\n")
+    with pytest.raises(ConfigError, match=r"limits\.mqtt_max_packet_size"):
+        load_settings(bad)

@@ -1,0 +1,251 @@
+"""An asyncio HTTPS server for the KMS JSON protocol: HTTP/1.1, keep-alive, bounded.
+
+Only what KMS clients send is understood: requests with a ``Content-Length``
+body (no chunked uploads), ``Expect: 100-continue``, persistent connections.
+Each request is answered by :class:`~sealmq.kms.wire.WireHandler` on a worker
+thread (the key service fsyncs), one request at a time per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from email.utils import formatdate
+
+from sealmq.kms.wire import HttpResponse, WireHandler
+
+__all__ = [
+    "IDLE_TIMEOUT_SECONDS",
+    "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
+    "MAX_HEAD_BYTES",
+    "KmsServer",
+]
+
+log = logging.getLogger(__name__)
+
+#: Request line and headers: SDKs send well under 2 KiB; nginx's default buffer is 8 KiB.
+MAX_HEAD_BYTES = 16 * 1024
+#: Body: the largest KMS request is a ReEncrypt of a 6 KiB blob (~8 KiB base64)
+#: plus two encryption contexts; AWS caps request payloads far below this.
+MAX_BODY_BYTES = 256 * 1024
+#: Connections served at once; another waits up to IO_TIMEOUT_SECONDS for a slot.
+MAX_CONNECTIONS = 256
+#: A connection with no complete request for this long is closed (AWS: ~60 s).
+IDLE_TIMEOUT_SECONDS = 60.0
+#: Time to finish a TLS handshake or to receive a declared body.
+IO_TIMEOUT_SECONDS = 10.0
+#: Time for a peer to answer our TLS close_notify before the socket is dropped.
+CLOSE_TIMEOUT_SECONDS = 2.0
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    505: "HTTP Version Not Supported",
+}
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class KmsServer:
+    """Serve ``handler`` on ``host``:``port`` (0 picks a free port) over TLS.
+
+    ``ssl_context`` None serves plain HTTP, for a deliberately plain listener only.
+    """
+
+    def __init__(
+        self,
+        handler: WireHandler,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    ) -> None:
+        self._handler = handler
+        self._ssl = ssl_context
+        self._host = host
+        self._port = port
+        self._idle_timeout = idle_timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port."""
+        self._server = await asyncio.start_server(
+            self._connection,
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            limit=MAX_HEAD_BYTES,
+            ssl_handshake_timeout=IO_TIMEOUT_SECONDS if self._ssl is not None else None,
+        )
+        return self.port
+
+    async def close(self) -> None:
+        """Stop accepting, drop every connection and wait for their tasks."""
+        if self._server is not None:
+            self._server.close()
+        for task, writer in list(self._connections.items()):
+            # abort(), not close(): a TLS close waits for the peer's close_notify,
+            # which an idle pooled client connection never sends.
+            writer.transport.abort()
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> KmsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        try:
+            # A connection waits a bounded time for a slot, so a flood cannot pile up.
+            await asyncio.wait_for(self._slots.acquire(), IO_TIMEOUT_SECONDS)
+            try:
+                await self._serve(reader, writer)
+            finally:
+                self._slots.release()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("key service: connection failed")
+        finally:
+            self._connections.pop(task, None)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_SECONDS)
+            except Exception:
+                writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) else "unknown"
+        while True:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._idle_timeout)
+            except asyncio.LimitOverrunError:
+                await _send_plain(writer, 431, "request head too large", keep_alive=False)
+                return
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    await _send_plain(writer, 400, "incomplete request", keep_alive=False)
+                return
+            except TimeoutError:
+                return
+            try:
+                method, target, version, headers = _parse_head(head)
+                length = _content_length(headers)
+            except _BadRequest as exc:
+                await _send_plain(writer, exc.status, exc.message, keep_alive=False)
+                return
+            if headers.get("expect", "").lower() == "100-continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+            body = await asyncio.wait_for(reader.readexactly(length), IO_TIMEOUT_SECONDS)
+            connection = headers.get("connection", "").lower()
+            keep_alive = (version == "HTTP/1.1" and connection != "close") or (
+                version == "HTTP/1.0" and connection == "keep-alive"
+            )
+            response = await asyncio.to_thread(
+                self._handler.handle, method, target, headers, body, peer
+            )
+            await _send(writer, response, keep_alive=keep_alive)
+            if not keep_alive:
+                return
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise _BadRequest(400, "request head is not text") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[1].startswith("/"):
+        raise _BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(505, "HTTP version not supported")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _BadRequest(400, "malformed header line")
+        key = name.lower()
+        value = value.strip()
+        # Repeated headers are combined as RFC 9110 5.3 says (and SigV4 expects).
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    if "host" not in headers:
+        raise _BadRequest(400, "missing Host header")
+    return method, target, version, headers
+
+
+def _content_length(headers: dict[str, str]) -> int:
+    if "transfer-encoding" in headers:
+        raise _BadRequest(411, "chunked request bodies are not supported; send Content-Length")
+    raw = headers.get("content-length", "0")
+    if not raw.isdigit():
+        raise _BadRequest(400, "malformed Content-Length")
+    length = int(raw)
+    if length > MAX_BODY_BYTES:
+        raise _BadRequest(413, "request body too large")
+    return length
+
+
+async def _send(writer: asyncio.StreamWriter, response: HttpResponse, *, keep_alive: bool) -> None:
+    reason = _REASONS.get(response.status, "Error")
+    lines = [f"HTTP/1.1 {response.status} {reason}"]
+    lines += [f"{name}: {value}" for name, value in response.headers]
+    lines += [
+        f"Content-Length: {len(response.body)}",
+        f"Date: {formatdate(usegmt=True)}",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
+    await writer.drain()
+
+
+async def _send_plain(
+    writer: asyncio.StreamWriter, status: int, message: str, *, keep_alive: bool
+) -> None:
+    body = json.dumps({"__type": "SerializationException", "message": message}).encode()
+    await _send(
+        writer,
+        HttpResponse(status, [("Content-Type", "application/x-amz-json-1.1")], body),
+        keep_alive=keep_alive,
+    )
