@@ -1,4 +1,5 @@
-"""``python -m bench``: sealmq vs ActiveMQ over STOMP 1.2 + TLS, reported as ratios."""
+"""``python -m bench``: sealmq vs ActiveMQ (STOMP 1.2 and MQTT 3.1.1) and Mosquitto (MQTT),
+all over TLS, reported as ratios."""
 
 from __future__ import annotations
 
@@ -15,29 +16,58 @@ from types import FrameType
 
 from bench import scenarios
 from bench.aio import loop_name, set_uvloop
-from bench.brokers import BENCH_DIR, WORK_ROOT, Broker, BrokerUnavailable, make_broker
+from bench.brokers import (
+    BENCH_DIR,
+    BROKER_PROTOCOLS,
+    MQTT,
+    STOMP,
+    WORK_ROOT,
+    Broker,
+    BrokerUnavailable,
+    make_broker,
+)
 from bench.results import BrokerReport, markdown_table, record, text_table
+from bench.scenarios import GROUPS, MQTT_SCENARIOS, NOISY_BACKGROUND_PCT, STOMP_SCENARIOS
 from bench.sysinfo import machine
 
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
+BROKER_SETS = {
+    "all": ["activemq", "sealmq", "mosquitto"],
+    "both": ["activemq", "sealmq"],
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="STOMP-over-TLS benchmark: sealmq and ActiveMQ 5.17 side by side.",
+        description="STOMP- and MQTT-over-TLS benchmark: sealmq, ActiveMQ 5.17 and "
+        "Mosquitto 2 side by side.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--broker",
-        choices=["sealmq", "activemq", "both", "null"],
-        default="both",
-        help="null: an in-memory no-op STOMP server that measures the client's own ceiling",
+        choices=["sealmq", "activemq", "mosquitto", "all", "both", "null"],
+        default="all",
+        help="all: activemq, sealmq and mosquitto (mosquitto runs only the MQTT scenarios); "
+        "both: activemq and sealmq; null: an in-memory no-op STOMP/MQTT server that "
+        "measures the client's own ceiling",
     )
-    p.add_argument("--scenario", choices=["throughput", "latency", "idle", "all"], default="all")
+    p.add_argument(
+        "--scenario",
+        choices=[*STOMP_SCENARIOS, *MQTT_SCENARIOS, *GROUPS],
+        default="all",
+        help="stomp: idle+throughput+latency; mqtt: mqtt-qos1+mqtt-fanout; all: both groups",
+    )
     p.add_argument("-n", "--messages", type=int, default=20000, help="throughput: messages")
     p.add_argument("--size", type=int, default=1024, help="message body bytes")
-    p.add_argument("--window", type=int, default=100, help="outstanding SEND receipts")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=100,
+        help="outstanding SEND receipts (STOMP) / PUBACKs (mqtt-qos1) / messages not yet at "
+        "every subscriber (mqtt-fanout)",
+    )
+    p.add_argument("--subscribers", type=int, default=10, help="mqtt-fanout: subscribers")
     p.add_argument(
         "--ack", choices=["client-individual", "client", "auto"], default="client-individual"
     )
@@ -59,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         choices=[1, 2],
         default=1,
-        help="1: producer+consumer on one event loop; 2: one process each",
+        help="STOMP: 1: producer+consumer on one event loop; 2: one process each "
+        "(MQTT loads always run on one loop)",
     )
     p.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
     p.add_argument("--timeout", type=float, default=600.0, help="per-load stall timeout (s)")
@@ -68,7 +99,13 @@ def _parser() -> argparse.ArgumentParser:
         "--activemq-transport",
         choices=["stomp+ssl", "stomp+nio+ssl"],
         default="stomp+ssl",
-        help="ActiveMQ connector scheme",
+        help="ActiveMQ STOMP connector scheme",
+    )
+    p.add_argument(
+        "--activemq-mqtt-transport",
+        choices=["mqtt+ssl", "mqtt+nio+ssl"],
+        default="mqtt+ssl",
+        help="ActiveMQ MQTT connector scheme",
     )
     p.add_argument(
         "--tls-server-name",
@@ -86,6 +123,21 @@ def _log(msg: str) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _scenarios(args: argparse.Namespace) -> frozenset[str]:
+    return GROUPS.get(args.scenario, frozenset({args.scenario}))
+
+
+def _applicable(name: str, scenarios: frozenset[str]) -> frozenset[str]:
+    """The chosen scenarios this broker can run (Mosquitto speaks no STOMP)."""
+    protocols = BROKER_PROTOCOLS[name]
+    ok = set()
+    if STOMP in protocols:
+        ok |= set(STOMP_SCENARIOS)
+    if MQTT in protocols:
+        ok |= set(MQTT_SCENARIOS)
+    return scenarios & ok
 
 
 def _run_broker(report: BrokerReport, args: argparse.Namespace, run_dir: Path) -> None:
@@ -106,19 +158,25 @@ def _run_broker(report: BrokerReport, args: argparse.Namespace, run_dir: Path) -
         procs=args.client_procs,
         uvloop=not args.no_uvloop,
         timeout=args.timeout,
+        subscribers=args.subscribers,
     )
 
-    def factory(sub: Path) -> Broker:
+    def factory(sub: Path, protocols: tuple[str, ...]) -> Broker:
         return make_broker(
             name,
             run_dir / name / sub,
+            protocols,
             server_hostname=args.tls_server_name,
             activemq_heap=args.activemq_heap,
             activemq_transport=args.activemq_transport,
+            activemq_mqtt_transport=args.activemq_mqtt_transport,
         )
 
-    report.description = factory(Path("probe")).describe()
-    which = {"throughput", "latency", "idle"} if args.scenario == "all" else {args.scenario}
+    which = set(_applicable(name, _scenarios(args)))
+    protocols = tuple(
+        p for p, group in ((STOMP, STOMP_SCENARIOS), (MQTT, MQTT_SCENARIOS)) if which & set(group)
+    )
+    report.description = factory(Path("probe"), protocols).describe()
     _log(f"== {report.description}")
     if "idle" in which:
         metrics, report.tls = scenarios.idle(factory, opts, _log)
@@ -126,20 +184,56 @@ def _run_broker(report: BrokerReport, args: argparse.Namespace, run_dir: Path) -
     if which & {"throughput", "latency"}:
         metrics, report.tls = scenarios.loads(factory, opts, which, _log)
         report.metrics += metrics
+    if which & set(MQTT_SCENARIOS):
+        metrics, tls = scenarios.mqtt_loads(factory, opts, which, _log)
+        report.tls = tls if report.tls == "?" else report.tls
+        report.metrics += metrics
+
+
+def _load_note(reports: list[BrokerReport]) -> list[str]:
+    """One line on how busy the rest of the machine was while each broker was measured."""
+    parts: list[str] = []
+    noisy = False
+    for r in reports:
+        samples = [m for m in r.metrics if m.key.endswith(".background")]
+        if not samples:
+            continue
+        worst = max(samples, key=lambda m: m.value)
+        parts.append(f"{r.broker} {worst.value:.0f}% ({worst.label.split(':')[0]})")
+        noisy |= worst.value > NOISY_BACKGROUND_PCT
+    if not parts:
+        return []
+    limit = f"{NOISY_BACKGROUND_PCT:.0f}%"
+    verdict = (
+        f"**above {limit} of a core: numbers taken under background load**"
+        if noisy
+        else f"all below the {limit} warning threshold"
+    )
+    return [f"- other processes' CPU, worst measurement per broker: {', '.join(parts)}; {verdict}"]
 
 
 def _describe(args: argparse.Namespace, reports: list[BrokerReport]) -> list[str]:
     m = machine()
-    lines = [
-        f"- machine: {m.describe()}",
-        f"- client: {args.client_procs} process(es), {loop_name()}, STOMP 1.2 over TLS, "
-        f"{args.size} B persistent messages, receipt window {args.window}, ack "
-        f"`{args.ack}`, prefetch {args.prefetch}",
-    ]
+    chosen = _scenarios(args)
+    lines = [f"- machine: {m.describe()}"]
+    if chosen & set(STOMP_SCENARIOS):
+        lines.append(
+            f"- STOMP client: {args.client_procs} process(es), {loop_name()}, STOMP 1.2 over "
+            f"TLS, {args.size} B persistent messages, receipt window {args.window}, ack "
+            f"`{args.ack}`, prefetch {args.prefetch}"
+        )
+    if chosen & set(MQTT_SCENARIOS):
+        lines.append(
+            f"- MQTT client: 1 process, {loop_name()}, MQTT 3.1.1 over TLS, {args.size} B "
+            f"payloads; mqtt-qos1: 1 subscriber with a persistent session (clean session 0) "
+            f"and a QoS 1 subscription, QoS 1 publisher with {args.window} PUBACKs outstanding "
+            f"at most; mqtt-fanout: {args.subscribers} QoS 0 subscribers (clean sessions), "
+            f"QoS 0 publisher with at most {args.window} messages not yet at every subscriber"
+        )
     for r in reports:
         state = f"**{r.error}**" if r.error else f"TLS {r.tls}"
         lines.append(f"- {r.broker}: {r.description}; {state}")
-    return lines
+    return lines + _load_note(reports)
 
 
 def _section(args: argparse.Namespace, command: str, reports: list[BrokerReport]) -> str:
@@ -155,9 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     set_uvloop(not args.no_uvloop)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    names = ["activemq", "sealmq"] if args.broker == "both" else [args.broker]
-    if min(args.messages, args.repeat, args.starts, args.window) < 1 or args.rate <= 0:
-        _parser().error("--messages/--repeat/--starts/--window must be >= 1, --rate > 0")
+    if min(args.messages, args.repeat, args.starts, args.window, args.subscribers) < 1:
+        _parser().error("--messages/--repeat/--starts/--window/--subscribers must be >= 1")
+    if args.rate <= 0 or args.window >= 0xEFFF:
+        _parser().error("--rate must be > 0 and --window < 61439")
+    if _scenarios(args) & set(MQTT_SCENARIOS) and args.size < 16:
+        _parser().error("MQTT payloads carry a 16-byte stamp: --size must be >= 16")
+    names = []
+    for name in BROKER_SETS.get(args.broker, [args.broker]):
+        if _applicable(name, _scenarios(args)):
+            names.append(name)
+        else:
+            _log(f"# {name}: none of the chosen scenarios applies (it speaks no STOMP)")
+    if not names:
+        _parser().error("no chosen broker can run the chosen scenarios")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = WORK_ROOT / f"{stamp}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Starting and stopping the brokers under test as child processes.
 
 Each broker gets a fresh instance directory under ``bench/work/`` (gitignored),
-listens on a free 127.0.0.1 port with STOMP over TLS only, and is a direct
-child of the benchmark in its own process group.  ``stop()`` (always reached
+listens on free 127.0.0.1 ports with the protocols asked for (STOMP and/or
+MQTT, always over TLS) and nothing else, and is a direct child of the
+benchmark in its own process group.  ``stop()`` (always reached
 through ``try/finally``) sends SIGTERM to the group, then SIGKILL; on Linux the
 child also gets SIGTERM from the kernel if the benchmark itself dies
 (``PR_SET_PDEATHSIG``).
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from bench.aio import run_async
+from bench.mqtt_client import MqttConnection, MqttError
 from bench.stomp_client import StompConnection, StompError
 from bench.sysinfo import free_port
 from bench.tls import client_context, write_keystore, write_pem
@@ -35,8 +37,22 @@ WORK_ROOT = BENCH_DIR / "work"
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench"
 
+STOMP = "stomp"
+MQTT = "mqtt"
+
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
 ACTIVEMQ_JAR = ACTIVEMQ_HOME / "bin" / "activemq.jar"
+# ActiveMQ's MQTT transport (activemq-mqtt.jar, in Debian's libactivemq-java and
+# linked into lib/) needs the FuseSource MQTT codec and HawtDispatch, which the
+# `activemq` package does not depend on: they come from libmqtt-client-java and
+# libhawtdispatch-java, and are linked into the instance's own lib/ (the launcher
+# puts ${activemq.base}/lib/*.jar on the classpath).  hawtbuf is in lib/ already.
+ACTIVEMQ_MQTT_JAR = ACTIVEMQ_HOME / "lib" / "activemq-mqtt.jar"
+ACTIVEMQ_MQTT_DEPS = {
+    Path("/usr/share/java/mqtt-client.jar"): "libmqtt-client-java",
+    Path("/usr/share/java/hawtdispatch.jar"): "libhawtdispatch-java",
+    Path("/usr/share/java/hawtdispatch-transport.jar"): "libhawtdispatch-java",
+}
 
 # The module-system flags the Debian launcher (/usr/bin/activemq) passes on Java > 8.
 _JAVA_MODULE_FLAGS = [
@@ -95,6 +111,41 @@ class Endpoint:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    """Where and how a client reaches the broker's MQTT+TLS listener."""
+
+    host: str
+    port: int
+    cafile: Path
+    server_hostname: str
+    username: str | None = BENCH_USER
+    password: str | None = BENCH_PASSWORD
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return client_context(self.cafile)
+
+    async def connect(
+        self,
+        client_id: str,
+        *,
+        clean_session: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 10.0,
+    ) -> MqttConnection:
+        return await MqttConnection.open(
+            self.host,
+            self.port,
+            ssl_context or self.ssl_context(),
+            client_id=client_id,
+            username=self.username,
+            password=self.password,
+            clean_session=clean_session,
+            server_hostname=self.server_hostname,
+            timeout=timeout,
+        )
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -104,14 +155,24 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 class Broker(ABC):
-    """One broker instance: ``start()`` → use ``endpoint``/``pid`` → ``stop()``."""
+    """One broker instance: ``start()`` → use ``endpoint``/``pid`` → ``stop()``.
+
+    ``protocols`` are the listeners this instance opens (each on its own free
+    port), in the order readiness is checked.
+    """
 
     name: str
+    supports: frozenset[str] = frozenset({STOMP})
 
-    def __init__(self, instance_dir: Path, server_hostname: str) -> None:
+    def __init__(
+        self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (STOMP,)
+    ) -> None:
+        if not protocols or not set(protocols) <= self.supports:
+            raise ValueError(f"{self.name} serves {sorted(self.supports)}, not {protocols}")
         self.dir = instance_dir
         self.server_hostname = server_hostname
-        self.port = 0
+        self.protocols = protocols
+        self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = instance_dir / "broker.log"
         self._log_file: IO[bytes] | None = None
@@ -149,10 +210,23 @@ class Broker(ABC):
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint("127.0.0.1", self.port, self.cafile, self.server_hostname)
+        """The STOMP listener."""
+        return Endpoint("127.0.0.1", self.ports[STOMP], self.cafile, self.server_hostname)
+
+    @property
+    def mqtt_endpoint(self) -> MqttEndpoint:
+        """The MQTT listener."""
+        return MqttEndpoint("127.0.0.1", self.ports[MQTT], self.cafile, self.server_hostname)
+
+    @property
+    def where(self) -> str:
+        return ", ".join(f"{p} 127.0.0.1:{self.ports[p]}" for p in self.protocols)
+
+    def _choose_ports(self) -> None:
+        self.ports = {protocol: free_port() for protocol in self.protocols}
 
     def start(self, timeout: float = 120.0) -> float:
-        """Spawn the broker; return seconds from spawn until a CONNECT got CONNECTED."""
+        """Spawn the broker; return seconds from spawn until every listener took a CONNECT."""
         self.check_installed()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
@@ -178,21 +252,57 @@ class Broker(ABC):
         return time.monotonic() - t0
 
     async def _wait_ready(self, deadline: float) -> None:
-        """Poll the port with real STOMP CONNECTs until one succeeds."""
+        """Poll each listener with real CONNECTs (STOMP or MQTT) until one succeeds."""
+        for i, protocol in enumerate(self.protocols):
+            if protocol == STOMP:
+                tls = await self._wait_stomp(deadline)
+            else:
+                tls = await self._wait_mqtt(deadline)
+            if i == 0:
+                self.tls_info = tls
+
+    def _check_alive(self, deadline: float, last_error: str) -> float:
+        """Seconds left before ``deadline``; raises if the broker died or time is up."""
         assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise BrokerFailed(
+                f"{self.name} exited with status {self.proc.returncode} before it was "
+                f"ready\n--- {self.log_path} ---\n{self.log_tail()}"
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerFailed(
+                f"{self.name} not ready after the timeout ({last_error})\n"
+                f"--- {self.log_path} ---\n{self.log_tail()}"
+            )
+        return remaining
+
+    async def _wait_mqtt(self, deadline: float) -> str:
+        last_error = "no attempt yet"
+        endpoint = self.mqtt_endpoint
+        while True:
+            remaining = self._check_alive(deadline, last_error)
+            if self.cafile.exists():
+                try:
+                    conn = await endpoint.connect("bench-ready", timeout=min(5.0, remaining))
+                except MqttError as exc:
+                    if "CONNECT refused" in str(exc):
+                        raise BrokerFailed(f"{self.name} refused the bench login: {exc}") from exc
+                    last_error = str(exc)
+                except (OSError, TimeoutError, ssl.SSLError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+                else:
+                    tls = conn.tls_info
+                    await conn.disconnect()
+                    return tls
+            else:
+                last_error = f"{self.cafile} does not exist yet"
+            await asyncio.sleep(0.01)
+
+    async def _wait_stomp(self, deadline: float) -> str:
         last_error = "no attempt yet"
         while True:
-            if self.proc.poll() is not None:
-                raise BrokerFailed(
-                    f"{self.name} exited with status {self.proc.returncode} before it was "
-                    f"ready\n--- {self.log_path} ---\n{self.log_tail()}"
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BrokerFailed(
-                    f"{self.name} not ready after the timeout ({last_error})\n"
-                    f"--- {self.log_path} ---\n{self.log_tail()}"
-                )
+            remaining = self._check_alive(deadline, last_error)
             if self.cafile.exists():
                 try:
                     conn = await self.endpoint.connect(timeout=min(5.0, remaining))
@@ -203,9 +313,9 @@ class Broker(ABC):
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
-                    self.tls_info = conn.tls_info
+                    tls = conn.tls_info
                     await conn.disconnect()
-                    return
+                    return tls
             else:
                 last_error = f"{self.cafile} does not exist yet"
             await asyncio.sleep(0.01)
@@ -276,7 +386,7 @@ _ACTIVEMQ_XML = """\
                   keyStoreType="PKCS12"/>
     </sslContext>
     <transportConnectors>
-      <transportConnector name="stomp-ssl" uri="{transport}://127.0.0.1:{port}"/>
+{connectors}
     </transportConnectors>
   </broker>
 </beans>
@@ -298,18 +408,21 @@ log4j.appender.stdout.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%
 
 class ActiveMQ(Broker):
     name = "activemq"
+    supports = frozenset({STOMP, MQTT})
 
     def __init__(
         self,
         instance_dir: Path,
         server_hostname: str,
+        protocols: tuple[str, ...] = (STOMP,),
         *,
         heap: str = "1g",
         transport: str = "stomp+ssl",
+        mqtt_transport: str = "mqtt+ssl",
     ) -> None:
-        super().__init__(instance_dir, server_hostname)
+        super().__init__(instance_dir, server_hostname, protocols)
         self.heap = heap
-        self.transport = transport
+        self.transports = {STOMP: transport, MQTT: mqtt_transport}
         self.conf = instance_dir / "conf"
         self.data = instance_dir / "data"
         self._cafile = instance_dir / "conf" / "ca.pem"
@@ -319,20 +432,34 @@ class ActiveMQ(Broker):
         return self._cafile
 
     def describe(self) -> str:
-        return f"ActiveMQ {activemq_version()} ({self.transport}, KahaDB, -Xmx{self.heap})"
+        transports = " + ".join(self.transports[p] for p in self.protocols)
+        return f"ActiveMQ {deb_version('activemq')} ({transports}, KahaDB, -Xmx{self.heap})"
 
     def check_installed(self) -> None:
         if not ACTIVEMQ_JAR.exists():
             raise BrokerUnavailable(f"{ACTIVEMQ_JAR} not found: run bench/setup.sh")
         if _java() is None:
             raise BrokerUnavailable("no java on PATH: run bench/setup.sh")
+        if MQTT in self.protocols:
+            if not ACTIVEMQ_MQTT_JAR.exists():
+                raise BrokerUnavailable(f"{ACTIVEMQ_MQTT_JAR} not found (libactivemq-java)")
+            missing = sorted({pkg for jar, pkg in ACTIVEMQ_MQTT_DEPS.items() if not jar.exists()})
+            if missing:
+                raise BrokerUnavailable(
+                    f"ActiveMQ's MQTT transport needs {', '.join(missing)}: run bench/setup.sh"
+                )
 
     def prepare(self) -> None:
         for sub in (self.conf, self.data, self.dir / "tmp"):
             sub.mkdir(parents=True, exist_ok=True)
         ks_password = "bench-keystore"
         _, keystore = write_keystore(self.conf, ks_password)
-        self.port = free_port()
+        self._choose_ports()
+        connectors = "\n".join(
+            f'      <transportConnector name="{p}-ssl" '
+            f'uri="{self.transports[p]}://127.0.0.1:{self.ports[p]}"/>'
+            for p in self.protocols
+        )
         (self.conf / "activemq.xml").write_text(
             _ACTIVEMQ_XML.format(
                 data=self.data,
@@ -340,11 +467,15 @@ class ActiveMQ(Broker):
                 password=BENCH_PASSWORD,
                 keystore=keystore,
                 ks_password=ks_password,
-                transport=self.transport,
-                port=self.port,
+                connectors=connectors,
             )
         )
         (self.conf / "log4j.properties").write_text(_LOG4J_PROPERTIES)
+        if MQTT in self.protocols:
+            lib = self.dir / "lib"
+            lib.mkdir(exist_ok=True)
+            for jar in ACTIVEMQ_MQTT_DEPS:
+                (lib / jar.name).symlink_to(jar)
 
     def command(self) -> list[str]:
         java = _java()
@@ -373,11 +504,11 @@ def _java() -> str | None:
     return shutil.which("java")
 
 
-def activemq_version() -> str:
-    """The Debian package version, e.g. ``5.17.2+dfsg-2+deb12u1`` (or ``?``)."""
+def deb_version(package: str) -> str:
+    """A Debian package's version, e.g. ``5.17.2+dfsg-2+deb12u1`` (or ``?``)."""
     try:
         out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", "activemq"],
+            ["dpkg-query", "-W", "-f=${Version}", package],
             capture_output=True,
             text=True,
             check=False,
@@ -398,8 +529,8 @@ data_dir = "{data}"
 host = "127.0.0.1"
 
 [listeners]
-stomp = {port}
-mqtt = false
+stomp = {stomp}
+mqtt = {mqtt}
 amqp = false
 openwire = false
 wss = false
@@ -420,9 +551,12 @@ def sealmq_executable() -> Path:
 
 class Sealmq(Broker):
     name = "sealmq"
+    supports = frozenset({STOMP, MQTT})
 
-    def __init__(self, instance_dir: Path, server_hostname: str) -> None:
-        super().__init__(instance_dir, server_hostname)
+    def __init__(
+        self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (STOMP,)
+    ) -> None:
+        super().__init__(instance_dir, server_hostname, protocols)
         self.data = instance_dir / "data"
         self.config = instance_dir / "sealmq.toml"
 
@@ -439,10 +573,14 @@ class Sealmq(Broker):
             raise BrokerUnavailable(f"{exe} not found (run `make install`)")
 
     def prepare(self) -> None:
-        self.port = free_port()
+        self._choose_ports()
         self.config.write_text(
             _SEALMQ_TOML.format(
-                data=self.data, port=self.port, user=BENCH_USER, password=BENCH_PASSWORD
+                data=self.data,
+                stomp=self.ports.get(STOMP, "false"),
+                mqtt=self.ports.get(MQTT, "false"),
+                user=BENCH_USER,
+                password=BENCH_PASSWORD,
             )
         )
 
@@ -457,6 +595,7 @@ class Sealmq(Broker):
 
 class NullBroker(Broker):
     name = "null"
+    supports = frozenset({STOMP, MQTT})
 
     @property
     def cafile(self) -> Path:
@@ -470,7 +609,7 @@ class NullBroker(Broker):
 
     def prepare(self) -> None:
         write_pem(self.dir)
-        self.port = free_port()
+        self._choose_ports()
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -479,12 +618,14 @@ class NullBroker(Broker):
         return env
 
     def command(self) -> list[str]:
+        ports: list[str] = []
+        for protocol, port in self.ports.items():
+            ports += [f"--{protocol}-port", str(port)]
         return [
             sys.executable,
             "-m",
             "bench.null_broker",
-            "--port",
-            str(self.port),
+            *ports,
             "--cert",
             str(self.dir / "server.pem"),
             "--key",
@@ -492,20 +633,145 @@ class NullBroker(Broker):
         ]
 
 
+# ------------------------------------------------------------------------------------------
+# Mosquitto 2 (Debian package `mosquitto`), MQTT only
+# ------------------------------------------------------------------------------------------
+
+# Persistence in Mosquitto is an in-memory database written out as a whole
+# snapshot every `autosave_interval` seconds (and at shutdown); nothing is
+# fsync'ed per message, so a PUBACK does not mean "on disk" as it does for
+# sealmq and ActiveMQ.  1800 s is Mosquitto's default, written out to be explicit.
+# `max_queued_messages 0` lifts the default cap of 1000 queued QoS 1/2 messages
+# per client: beyond it Mosquitto drops them (one "Outgoing messages are being
+# dropped" notice in its log; the publisher still gets its PUBACKs), which the
+# mqtt-qos1 load hits at once.  The other two brokers queue into their store.
+# Everything else is Mosquitto's default, e.g. max_inflight_messages 20 towards
+# each subscriber.
+_MOSQUITTO_CONF = """\
+# Generated by bench/brokers.py for one benchmark run.
+per_listener_settings false
+{user_line}
+persistence true
+persistence_location {data}/
+persistence_file mosquitto.db
+autosave_interval 1800
+max_queued_messages 0
+allow_anonymous false
+password_file {passwd}
+log_dest stdout
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+
+listener {port} 127.0.0.1
+certfile {cert}
+keyfile {key}
+"""
+
+_SBIN_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"]
+)
+
+
+def _mosquitto_tool(name: str) -> str | None:
+    return shutil.which(name, path=_SBIN_PATH)
+
+
+class Mosquitto(Broker):
+    name = "mosquitto"
+    supports = frozenset({MQTT})
+
+    def __init__(
+        self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (MQTT,)
+    ) -> None:
+        super().__init__(instance_dir, server_hostname, protocols)
+        self.conf = instance_dir / "conf"
+        self.data = instance_dir / "data"
+        self.config = self.conf / "mosquitto.conf"
+
+    @property
+    def cafile(self) -> Path:
+        return self.conf / "ca.pem"
+
+    def describe(self) -> str:
+        return (
+            f"Mosquitto {deb_version('mosquitto')} (mqtt TLS listener, persistence: "
+            "snapshot every 1800 s, no per-message fsync)"
+        )
+
+    def check_installed(self) -> None:
+        for tool in ("mosquitto", "mosquitto_passwd"):
+            if _mosquitto_tool(tool) is None:
+                raise BrokerUnavailable(f"{tool} not found: run bench/setup.sh")
+
+    def prepare(self) -> None:
+        for sub in (self.conf, self.data):
+            sub.mkdir(parents=True, exist_ok=True)
+        _, cert, key = write_pem(self.conf)
+        passwd = self.conf / "passwd"
+        tool = _mosquitto_tool("mosquitto_passwd")
+        assert tool is not None
+        subprocess.run(
+            [tool, "-c", "-b", str(passwd), BENCH_USER, BENCH_PASSWORD],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        passwd.chmod(0o600)
+        self._choose_ports()
+        # Started as root, Mosquitto switches to user `mosquitto`, which could then
+        # read neither the key nor the password file, nor write bench/work.
+        user_line = "user root" if os.geteuid() == 0 else ""
+        self.config.write_text(
+            _MOSQUITTO_CONF.format(
+                user_line=user_line,
+                data=self.data,
+                passwd=passwd,
+                port=self.ports[MQTT],
+                cert=cert,
+                key=key,
+            )
+        )
+
+    def command(self) -> list[str]:
+        exe = _mosquitto_tool("mosquitto")
+        assert exe is not None
+        return [exe, "-c", str(self.config)]
+
+
+BROKER_PROTOCOLS = {
+    "activemq": ActiveMQ.supports,
+    "sealmq": Sealmq.supports,
+    "mosquitto": Mosquitto.supports,
+    "null": NullBroker.supports,
+}
+
+
 def make_broker(
     name: str,
     instance_dir: Path,
+    protocols: tuple[str, ...],
     *,
     server_hostname: str,
-    activemq_heap: str,
-    activemq_transport: str,
+    activemq_heap: str = "1g",
+    activemq_transport: str = "stomp+ssl",
+    activemq_mqtt_transport: str = "mqtt+ssl",
 ) -> Broker:
     if name == "activemq":
         return ActiveMQ(
-            instance_dir, server_hostname, heap=activemq_heap, transport=activemq_transport
+            instance_dir,
+            server_hostname,
+            protocols,
+            heap=activemq_heap,
+            transport=activemq_transport,
+            mqtt_transport=activemq_mqtt_transport,
         )
     if name == "sealmq":
-        return Sealmq(instance_dir, server_hostname)
+        return Sealmq(instance_dir, server_hostname, protocols)
+    if name == "mosquitto":
+        return Mosquitto(instance_dir, server_hostname, protocols)
     if name == "null":
-        return NullBroker(instance_dir, server_hostname)
+        return NullBroker(instance_dir, server_hostname, protocols)
     raise ValueError(f"unknown broker {name!r}")

@@ -73,10 +73,12 @@ class ConsumerResult:
 @dataclass(slots=True)
 class LoadResult:
     producer: ProducerResult
-    consumer: ConsumerResult
+    consumer: ConsumerResult  # MQTT fan-out: every subscriber's deliveries added up
     procs: int
     client_cpu_s: float  # both roles together
     client_wall_s: float  # procs=1: the event loop's run time
+    roles: str = "producer+consumer"  # what ran on the one loop (procs=1)
+    lost: int = 0  # MQTT QoS 0: deliveries that never came (QoS 0 may drop)
 
     @property
     def active_s(self) -> float:
@@ -87,14 +89,15 @@ class LoadResult:
     def client_cpu_pct(self) -> dict[str, float]:
         """Client CPU as % of one core, per process."""
         if self.procs == 1:
-            return {"producer+consumer": 100 * self.client_cpu_s / self.client_wall_s}
+            return {self.roles: 100 * self.client_cpu_s / self.client_wall_s}
         return {
             "producer": 100 * self.producer.cpu_s / self.producer.wall_s,
             "consumer": 100 * self.consumer.cpu_s / self.consumer.wall_s,
         }
 
 
-def _payload(size: int) -> bytes:
+def filler_payload(size: int) -> bytes:
+    """`size` printable bytes, the same for every run."""
     rnd = random.Random(size)
     return "".join(rnd.choices(string.ascii_letters + string.digits, k=size)).encode()
 
@@ -104,7 +107,7 @@ async def produce(endpoint: Endpoint, spec: LoadSpec) -> ProducerResult:
     result = ProducerResult()
     conn = await endpoint.connect()
     result.tls = conn.tls_info
-    body = _payload(spec.size)
+    body = filler_payload(spec.size)
     head = (
         f"SEND\ndestination:{spec.destination}\npersistent:true\n"
         f"content-type:application/octet-stream\ncontent-length:{len(body)}\n"

@@ -20,7 +20,7 @@ class Metric:
     unit: str
     better: Better = None
     digits: int = 1
-    compare: bool = True  # False: context only (no sealmq/activemq ratio)
+    compare: bool = True  # False: context only (no sealmq/other ratio)
 
     def text(self) -> str:
         if math.isnan(self.value):
@@ -48,12 +48,16 @@ def percentile(sorted_values: Sequence[int], pct: float) -> float:
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
-def _ratio(sealmq: Metric | None, activemq: Metric | None) -> str:
-    if sealmq is None or activemq is None or not sealmq.compare:
+# The brokers sealmq is compared with, each getting a "sealmq/<other>" column.
+COMPARED = ("activemq", "mosquitto")
+
+
+def _ratio(sealmq: Metric | None, other: Metric | None) -> str:
+    if sealmq is None or other is None or not sealmq.compare:
         return ""
-    if math.isnan(sealmq.value) or math.isnan(activemq.value) or activemq.value == 0:
+    if math.isnan(sealmq.value) or math.isnan(other.value) or other.value == 0:
         return "n/a"
-    ratio = sealmq.value / activemq.value
+    ratio = sealmq.value / other.value
     if sealmq.better is None:
         return f"{ratio:.2f}x"
     good = ratio >= 1 if sealmq.better == "higher" else ratio <= 1
@@ -70,8 +74,8 @@ def _rows(reports: Sequence[BrokerReport]) -> tuple[list[str], list[list[str]]]:
                 order.append(metric.key)
                 by_key[metric.key] = {}
             by_key[metric.key][report.broker] = metric
-    with_ratio = "sealmq" in names and "activemq" in names
-    header = ["metric", *names] + (["sealmq/activemq"] if with_ratio else [])
+    others = [o for o in COMPARED if "sealmq" in names and o in names]
+    header = ["metric", *names] + [f"sealmq/{o}" for o in others]
     rows: list[list[str]] = []
     for key in order:
         cells = by_key[key]
@@ -79,8 +83,7 @@ def _rows(reports: Sequence[BrokerReport]) -> tuple[list[str], list[list[str]]]:
         arrow = {"higher": " ↑", "lower": " ↓", None: ""}[any_metric.better]
         row = [f"{any_metric.label} ({any_metric.unit}){arrow}"]
         row += [cells[n].text() if n in cells else "-" for n in names]
-        if with_ratio:
-            row.append(_ratio(cells.get("sealmq"), cells.get("activemq")))
+        row += [_ratio(cells.get("sealmq"), cells.get(o)) for o in others]
         rows.append(row)
     return header, rows
 
@@ -109,11 +112,11 @@ def markdown_table(reports: Sequence[BrokerReport]) -> str:
 
 
 _RESULTS_HEADER = """\
-# sealmq vs ActiveMQ: STOMP-over-TLS benchmark results
+# sealmq vs ActiveMQ and Mosquitto: STOMP- and MQTT-over-TLS benchmark results
 
 Written by `python -m bench --record` (see `bench/README.md`). Each section is
 one configuration; re-running the same command on the same day rewrites it.
-Ratios are sealmq / ActiveMQ; ↑ higher is better, ↓ lower is better.
+Ratios are sealmq / the other broker; ↑ higher is better, ↓ lower is better.
 """
 
 

@@ -1,7 +1,9 @@
-"""The scenarios: idle (cold start + idle RSS), throughput, and latency at a fixed rate."""
+"""The scenarios: STOMP idle (cold start + idle RSS), throughput and latency at a fixed
+rate; MQTT QoS 1 with persistent sessions, and QoS 0 fan-out."""
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -10,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.brokers import Broker
+from bench.brokers import MQTT, STOMP, Broker
 from bench.load import LoadResult, LoadSpec, run_load
+from bench.mqtt_load import MqttSpec, run_mqtt_load
 from bench.results import Better, Metric, percentile
 from bench.sysinfo import BackgroundMeter, cpu_seconds, rss_bytes
 
@@ -20,7 +23,16 @@ PCT = "% of a core"
 # Above this much CPU used by unrelated processes during a measurement, say so.
 NOISY_BACKGROUND_PCT = 10.0
 
-BrokerFactory = Callable[[Path], Broker]
+STOMP_SCENARIOS = ("idle", "throughput", "latency")
+MQTT_SCENARIOS = ("mqtt-qos1", "mqtt-fanout")
+GROUPS = {
+    "stomp": frozenset(STOMP_SCENARIOS),
+    "mqtt": frozenset(MQTT_SCENARIOS),
+    "all": frozenset(STOMP_SCENARIOS + MQTT_SCENARIOS),
+}
+
+# factory(instance sub-folder, listeners to open)
+BrokerFactory = Callable[[Path, tuple[str, ...]], Broker]
 Log = Callable[[str], None]
 
 
@@ -40,6 +52,7 @@ class Options:
     procs: int = 1
     uvloop: bool = True
     timeout: float = 600.0
+    subscribers: int = 10  # mqtt-fanout
 
 
 def _m(
@@ -91,7 +104,7 @@ def idle(factory: BrokerFactory, opts: Options, log: Log) -> tuple[list[Metric],
     idle_rss = idle_cpu = background = math.nan
     tls = "?"
     for i in range(opts.starts):
-        broker = factory(Path(f"idle-{i}"))
+        broker = factory(Path(f"idle-{i}"), (STOMP,))
         try:
             cold = broker.start()
             colds.append(cold)
@@ -123,11 +136,11 @@ def loads(
     factory: BrokerFactory, opts: Options, which: set[str], log: Log
 ) -> tuple[list[Metric], str]:
     """One broker instance: warm-up, then throughput and/or fixed-rate latency."""
-    broker = factory(Path("load"))
+    broker = factory(Path("load"), (STOMP,))
     metrics: list[Metric] = []
     try:
         cold = broker.start()
-        where = f"127.0.0.1:{broker.port}"
+        where = broker.where
         log(f"  {broker.describe()} ready in {cold:.2f} s on {where} ({broker.tls_info})")
         if opts.warmup:
             spec = _spec(opts, "warmup", opts.warmup)
@@ -153,11 +166,17 @@ class _Run:
 
 
 def _measure(broker: Broker, spec: LoadSpec, opts: Options) -> _Run:
+    return _measure_run(
+        broker, lambda: run_load(broker.endpoint, spec, procs=opts.procs, uvloop=opts.uvloop)
+    )
+
+
+def _measure_run(broker: Broker, load: Callable[[], LoadResult]) -> _Run:
     meter = BackgroundMeter(broker.pid)
     rss_before = rss_bytes(broker.pid) / MIB
     cpu0 = cpu_seconds(broker.pid)
     meter.start()
-    result = run_load(broker.endpoint, spec, procs=opts.procs, uvloop=opts.uvloop)
+    result = load()
     background = meter.stop()
     broker_cpu = cpu_seconds(broker.pid) - cpu0
     rss_end = rss_bytes(broker.pid) / MIB
@@ -226,3 +245,94 @@ def _latency(broker: Broker, opts: Options, log: Log) -> list[Metric]:
         *_client_cpu("lat", t, run.result),
         _background("lat", t, run.background, log),
     ]
+
+
+# -- MQTT ----------------------------------------------------------------------------------
+
+
+def _mqtt_spec(opts: Options, name: str, count: int, *, fanout: bool) -> MqttSpec:
+    return MqttSpec(
+        topic=f"bench/{name}/{uuid.uuid4().hex[:8]}",
+        count=count,
+        size=opts.size,
+        window=opts.window,
+        qos=0 if fanout else 1,
+        subscribers=opts.subscribers if fanout else 1,
+        persistent=not fanout,
+        timeout=opts.timeout,
+    )
+
+
+def mqtt_loads(
+    factory: BrokerFactory, opts: Options, which: set[str], log: Log
+) -> tuple[list[Metric], str]:
+    """One broker instance with only its MQTT listener: QoS 1 and/or QoS 0 fan-out."""
+    broker = factory(Path("mqtt"), (MQTT,))
+    metrics: list[Metric] = []
+    try:
+        cold = broker.start()
+        log(f"  {broker.describe()} ready in {cold:.2f} s on {broker.where} ({broker.tls_info})")
+        if "mqtt-qos1" in which:
+            metrics += _mqtt_runs(broker, opts, log, fanout=False)
+        if "mqtt-fanout" in which:
+            metrics += _mqtt_runs(broker, opts, log, fanout=True)
+        return metrics, broker.tls_info
+    finally:
+        broker.stop()
+
+
+def _mqtt_runs(broker: Broker, opts: Options, log: Log, *, fanout: bool) -> list[Metric]:
+    t = "mqtt-fanout" if fanout else "mqtt-qos1"
+    k = t.replace("-", "_")
+    endpoint = broker.mqtt_endpoint
+    if opts.warmup:
+        run_mqtt_load(endpoint, _mqtt_spec(opts, "warmup", opts.warmup, fanout=fanout))
+        log(f"  {t} warm-up: {opts.warmup} messages")
+    runs: list[_Run] = []
+    for i in range(opts.repeat):
+        spec = _mqtt_spec(opts, t, opts.messages, fanout=fanout)
+        run = _measure_run(broker, functools.partial(run_mqtt_load, endpoint, spec))
+        runs.append(run)
+        loss = f", {run.result.lost} deliveries lost" if run.result.lost else ""
+        log(f"  {t} run {i + 1}/{opts.repeat}: {run.rate:,.0f} msg/s delivered{loss}")
+    ranked = sorted(runs, key=lambda r: r.rate)
+    run = ranked[(len(ranked) - 1) // 2]  # the median run (the lower one for even counts)
+    c, p = run.result.consumer, run.result.producer
+    lat = sorted(c.latencies_ns)
+    n = len(runs)
+    pub_rate = p.confirmed * 1e9 / max(1, p.end_ns - p.start_ns)
+    cpu_us = run.broker_cpu_s / max(1, c.received) * 1e6
+    if fanout:
+        what = f"delivered, total of {opts.subscribers} subscribers"
+        pub = _m(f"{k}.publish", f"{t}: published, each to all", pub_rate, "msg/s", "higher", 0)
+        per = "delivery"
+    else:
+        what = "consumed, first → last"
+        pub = _m(f"{k}.puback", f"{t}: publisher PUBACKs", pub_rate, "msg/s", "higher", 0)
+        per = "message"
+    metrics = [_m(f"{k}.rate", f"{t}: {what}", run.rate, "msg/s", "higher", 0)]
+    if n > 1:
+        metrics += [
+            _m(f"{k}.worst", f"{t}: worst of {n} runs", ranked[0].rate, "msg/s", "higher", 0),
+            _m(f"{k}.best", f"{t}: best of {n} runs", ranked[-1].rate, "msg/s", "higher", 0),
+        ]
+    p50, p99 = _ms(percentile(lat, 50)), _ms(percentile(lat, 99))
+    metrics += [
+        pub,
+        _m(f"{k}.p50", f"{t}: end-to-end latency p50", p50, "ms", "lower", 2),
+        _m(f"{k}.p99", f"{t}: end-to-end latency p99", p99, "ms", "lower", 2),
+    ]
+    if fanout:
+        lost = float(max(r.result.lost for r in runs))
+        metrics.append(
+            _m(f"{k}.lost", f"{t}: lost, worst run", lost, "deliveries", None, 0, compare=False)
+        )
+    metrics += [
+        _m(f"{k}.rss_before", f"{t}: broker RSS before", run.rss_before, "MiB", "lower"),
+        _m(f"{k}.rss_end", f"{t}: broker RSS at end", run.rss_end, "MiB", "lower"),
+        _m(f"{k}.cpu_msg", f"{t}: broker CPU per {per}", cpu_us, "µs", "lower", 1),
+        _m(f"{k}.cpu", f"{t}: broker CPU", 100 * run.broker_cpu_s / run.result.active_s, PCT),
+        *_client_cpu(k, t, run.result),
+        _background(k, t, max(r.background for r in runs), log),
+    ]
+    return metrics

@@ -1,11 +1,34 @@
 #!/usr/bin/env bash
-# Installs what `python -m bench` needs beyond the venv: Apache ActiveMQ 5.17 from
-# Debian's `activemq` package (which pulls in a headless JRE). Idempotent; the
-# benchmark itself never installs anything. Run as root or with sudo available.
+# Installs what `python -m bench` needs beyond the venv, from Debian, only when missing:
+#   - Apache ActiveMQ 5.17 (`activemq`, which pulls in a headless JRE);
+#   - the jars ActiveMQ's MQTT transport needs but the `activemq` package does not
+#     depend on: `libmqtt-client-java` (org.fusesource.mqtt-client, the MQTT codec) and
+#     `libhawtdispatch-java` (hawtdispatch + hawtdispatch-transport). The transport
+#     itself, activemq-mqtt.jar, is in `libactivemq-java` already;
+#   - Mosquitto 2 (`mosquitto`, which also has mosquitto_passwd).
+# Idempotent; the benchmark itself never installs anything. Run as root or with sudo.
 set -euo pipefail
 
-if [ -f /usr/share/activemq/bin/activemq.jar ] && command -v java >/dev/null 2>&1; then
-    echo "bench/setup.sh: activemq $(dpkg-query -W -f='${Version}' activemq 2>/dev/null || echo '?') present"
+PACKAGES=(activemq libmqtt-client-java libhawtdispatch-java mosquitto)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)" != "installed" ]; then
+        missing+=("$pkg")
+    fi
+done
+if ! command -v java >/dev/null 2>&1; then
+    missing+=(default-jre-headless)
+fi
+
+report() {
+    for pkg in "${PACKAGES[@]}"; do
+        echo "bench/setup.sh: $pkg $(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || echo 'missing')"
+    done
+}
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    report
     exit 0
 fi
 
@@ -13,14 +36,26 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
+# Both `activemq` and `mosquitto` ship a system service. ActiveMQ's enables no
+# instance, but Mosquitto's would start a broker on 127.0.0.1:1883 on install.
+# The benchmark runs its own instances, so while installing, tell invoke-rc.d /
+# deb-systemd-invoke not to start services (the standard policy-rc.d hook) —
+# unless the machine already has a policy, which is then left as it is.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+    # shellcheck disable=SC2016
+    $SUDO sh -c "printf '#!/bin/sh\n# bench/setup.sh: no service starts during install\nexit 101\n' > $POLICY && chmod 755 $POLICY"
+    trap '$SUDO rm -f "$POLICY"' EXIT
+fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# The package installs an init script but enables no instance, so nothing starts
-# and nothing listens on 61616 afterwards; the benchmark runs its own instances.
-$SUDO apt-get install -y -qq --no-install-recommends activemq
-version="$(dpkg-query -W -f='${Version}' activemq)"
-echo "bench/setup.sh: installed activemq ${version}"
-case "$version" in
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+report
+case "$(dpkg-query -W -f='${Version}' activemq)" in
     5.17.*) ;;
-    *) echo "bench/setup.sh: warning: expected ActiveMQ 5.17.x, got ${version}" >&2 ;;
+    *) echo "bench/setup.sh: warning: expected ActiveMQ 5.17.x" >&2 ;;
+esac
+case "$(dpkg-query -W -f='${Version}' mosquitto)" in
+    2.*) ;;
+    *) echo "bench/setup.sh: warning: expected Mosquitto 2.x" >&2 ;;
 esac
