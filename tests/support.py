@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
 import queue
+import socket
 import ssl
 import subprocess
 import sys
@@ -13,12 +16,23 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import paho.mqtt.client as paho
 import stomp
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
+from paho.mqtt.reasoncodes import ReasonCode as PahoReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sealmq.app import RunningBroker, start
 from sealmq.config import Listener, Settings, UserSettings
+from sealmq.wire.mqtt import NO_PROPERTIES, Connect, MqttCodec, Packet, Will
+from sealmq.wire.mqtt import Connack as MqttConnack
+from sealmq.wire.mqtt import Properties as MqttProperties
+
+_P = TypeVar("_P")
 
 #: Every wait in the tests is this many seconds, times SEALMQ_TEST_TIMEOUT_FACTOR
 #: (raise it on a slow machine rather than editing tests).
@@ -116,6 +130,11 @@ class BrokerThread:
     def stomp_port(self) -> int:
         assert self.running is not None
         return self.running.port("stomp")
+
+    @property
+    def mqtt_port(self) -> int:
+        assert self.running is not None
+        return self.running.port("mqtt")
 
     @property
     def ca_file(self) -> Path:
@@ -223,6 +242,8 @@ class BrokerProcess:
     offset: int = 0
     #: The TLS STOMP port the config names (for clients).
     stomp_port: int = 0
+    #: The TLS MQTT port the config names; 0 when MQTT is off.
+    mqtt_port: int = 0
 
     @property
     def ca_file(self) -> Path:
@@ -290,9 +311,12 @@ def write_config(
     *,
     users: tuple[tuple[str, str], ...] | None = ((USER, PASSWORD),),
     sections: str = "",
+    mqtt_port: int | None = None,
     **extra: str,
 ) -> Path:
     """A TOML config for a process broker: STOMP on ``stomp_port``, everything else off.
+
+    ``mqtt_port`` also serves MQTT over TLS on that port.
 
     ``extra`` are top-level keys (values as TOML text, e.g. ``log_level='"debug"'``);
     ``users`` are (name, password) pairs in group ``admins`` (empty: the broker makes
@@ -303,7 +327,8 @@ def write_config(
     lines += [
         "[listeners]",
         f"stomp = {stomp_port}",
-        *(f"{name} = false" for name in ("mqtt", "amqp", "openwire", "wss", "console", "kms")),
+        f"mqtt = {mqtt_port if mqtt_port is not None else 'false'}",
+        *(f"{name} = false" for name in ("amqp", "openwire", "wss", "console", "kms")),
     ]
     for username, password in users or ():
         lines += ["[[users]]", f"username = {username!r}", f"password = {password!r}"]
@@ -325,16 +350,33 @@ class ProcessBrokers:
         *,
         users: tuple[tuple[str, str], ...] | None = ((USER, PASSWORD),),
         sections: str = "",
+        mqtt: bool = False,
         **extra: str,
     ) -> BrokerProcess:
-        """A configured, not yet started broker: ``<root>/<name>/{data,sealmq.toml,broker.log}``."""
+        """A configured, not yet started broker: ``<root>/<name>/{data,sealmq.toml,broker.log}``.
+
+        ``mqtt``: also serve MQTT over TLS (on ``broker.mqtt_port``).
+        """
         folder = self.root / name
         folder.mkdir(parents=True)
         port = free_port()
+        mqtt_port = free_port() if mqtt else None
         config = write_config(
-            folder / "sealmq.toml", folder / "data", port, users=users, sections=sections, **extra
+            folder / "sealmq.toml",
+            folder / "data",
+            port,
+            users=users,
+            sections=sections,
+            mqtt_port=mqtt_port,
+            **extra,
         )
-        broker = BrokerProcess(config, folder / "data", folder / "broker.log", stomp_port=port)
+        broker = BrokerProcess(
+            config,
+            folder / "data",
+            folder / "broker.log",
+            stomp_port=port,
+            mqtt_port=mqtt_port or 0,
+        )
         self.made.append(broker)
         return broker
 
@@ -355,3 +397,371 @@ def iter_files(root: Path) -> Iterator[Path]:
     for path in root.rglob("*"):
         if path.is_file():
             yield path
+
+
+# ----------------------------------------------------------------- MQTT
+
+
+def mqtt_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test broker serving STOMP and MQTT over TLS on free ports."""
+    overrides.setdefault("listeners", (Listener("stomp", 0), Listener("mqtt", 0)))
+    return make_settings(data_dir, **overrides)
+
+
+def paho_properties(packet: str, **values: Any) -> PahoProperties:
+    """paho Properties for ``packet`` ("CONNECT", "PUBLISH", ...) with paho's field names."""
+    props = PahoProperties(getattr(PacketTypes, packet))
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+@dataclass
+class Connack:
+    """What a paho client learned from CONNACK."""
+
+    session_present: bool
+    reason_code: int
+    properties: PahoProperties | None
+
+
+class PahoClient:
+    """A paho-mqtt 2.x client over TLS trusting the broker's CA, with bounded waits.
+
+    ``version`` is 3 (3.1), 4 (3.1.1) or 5. The network loop runs in paho's thread;
+    what arrives is queued, and every wait is bounded by TIMEOUT. Never reconnects.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        ca_file: Path,
+        *,
+        version: int = 5,
+        client_id: str = "",
+        clean: bool = True,
+        username: str | None = USER,
+        password: str | None = PASSWORD,
+        keepalive: int = 60,
+        properties: PahoProperties | None = None,
+        will: tuple[str, bytes, int, bool] | None = None,
+        will_properties: PahoProperties | None = None,
+        connect: bool = True,
+        manual_ack: bool = False,
+    ) -> None:
+        self.port = port
+        self.version = version
+        self.clean = clean
+        self.keepalive = keepalive
+        self.connect_properties = properties
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=None if version == 5 else clean,
+            protocol=_PAHO_PROTOCOLS[version],
+            reconnect_on_failure=False,
+            manual_ack=manual_ack,
+        )
+        self.client.tls_set(ca_certs=str(ca_file))
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if will is not None:
+            topic, payload, qos, retain = will
+            self.client.will_set(topic, payload, qos, retain, properties=will_properties)
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.connack: Connack | None = None
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.disconnect_reason: int | None = None
+        self.disconnect_properties: PahoProperties | None = None
+        self._acks: dict[int, tuple[list[int], PahoProperties | None]] = {}
+        self._acked = threading.Condition()
+        client = self.client
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_ack
+        client.on_unsubscribe = self._on_ack
+        client.on_publish = self._on_publish
+        if connect:
+            self.connect()
+
+    # paho callbacks (its network thread)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.connack = Connack(bool(flags.session_present), int(rc.value), props)
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.disconnect_reason = int(rc.value)
+        self.disconnect_properties = props
+        self.disconnected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.messages.put(message)
+
+    def _on_ack(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        with self._acked:
+            self._acks[mid] = ([int(code.value) for code in codes], props)
+            self._acked.notify_all()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        self._on_ack(client, userdata, mid, [rc], props)
+
+    # the test's side
+
+    def connect(self, *, wait: bool = True) -> Connack | None:
+        """Open the connection; with ``wait``, return the CONNACK (accepted or not)."""
+        self.connected.clear()
+        self.disconnected.clear()
+        clean_start: Any = self.clean if self.version == 5 else paho.MQTT_CLEAN_START_FIRST_ONLY
+        self.client.connect(
+            "127.0.0.1",
+            self.port,
+            keepalive=self.keepalive,
+            clean_start=clean_start,
+            properties=self.connect_properties,
+        )
+        self.client.loop_start()
+        if not wait:
+            return None
+        if not self.connected.wait(TIMEOUT):
+            raise AssertionError("no CONNACK in time")
+        return self.connack
+
+    def _wait_ack(self, mid: int | None) -> tuple[list[int], PahoProperties | None]:
+        assert mid is not None
+        with self._acked:
+            if not self._acked.wait_for(lambda: mid in self._acks, TIMEOUT):
+                raise AssertionError(f"no acknowledgement for packet {mid} in time")
+            return self._acks.pop(mid)
+
+    def subscribe(
+        self,
+        topic: str,
+        qos: int = 0,
+        *,
+        options: SubscribeOptions | None = None,
+        properties: PahoProperties | None = None,
+    ) -> list[int]:
+        """SUBSCRIBE one filter (``options`` overrides ``qos``); the SUBACK codes."""
+        if options is not None:
+            result, mid = self.client.subscribe(topic, options=options, properties=properties)
+        else:
+            result, mid = self.client.subscribe(topic, qos, properties=properties)
+        assert result == paho.MQTT_ERR_SUCCESS, result
+        return self._wait_ack(mid)[0]
+
+    def subscribe_many(self, filters: list[tuple[str, int]]) -> list[int]:
+        result, mid = self.client.subscribe(filters)
+        assert result == paho.MQTT_ERR_SUCCESS, result
+        return self._wait_ack(mid)[0]
+
+    def unsubscribe(self, *topics: str) -> list[int]:
+        result, mid = self.client.unsubscribe(list(topics))
+        assert result == paho.MQTT_ERR_SUCCESS, result
+        return self._wait_ack(mid)[0]
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        qos: int = 0,
+        *,
+        retain: bool = False,
+        properties: PahoProperties | None = None,
+    ) -> int:
+        """PUBLISH and wait for its flow to complete (PUBACK, PUBCOMP); the reason code."""
+        info = self.client.publish(topic, payload, qos, retain, properties=properties)
+        assert info.rc == paho.MQTT_ERR_SUCCESS, info.rc
+        codes, _ = self._wait_ack(info.mid)
+        return codes[0]
+
+    def get(self, timeout: float = TIMEOUT) -> paho.MQTTMessage:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no MQTT message arrived in time") from None
+
+    def take(self, n: int, timeout: float = TIMEOUT) -> list[paho.MQTTMessage]:
+        deadline = time.monotonic() + timeout
+        return [self.get(max(0.01, deadline - time.monotonic())) for _ in range(n)]
+
+    def nothing_more(self, wait: float = 0.3) -> bool:
+        """True if no further message arrives within ``wait`` seconds (a bounded negative check)."""
+        try:
+            self.messages.get(timeout=wait)
+        except queue.Empty:
+            return True
+        return False
+
+    def wait_disconnected(self, timeout: float = TIMEOUT) -> int | None:
+        """Wait until the connection is gone; the DISCONNECT reason code paho reported."""
+        if not self.disconnected.wait(timeout):
+            raise AssertionError("still connected")
+        return self.disconnect_reason
+
+    def disconnect(
+        self, reason: int | None = None, properties: PahoProperties | None = None
+    ) -> None:
+        """A normal DISCONNECT (v5: with ``reason``), then stop paho's thread."""
+        code = PahoReasonCode(PacketTypes.DISCONNECT, identifier=reason) if reason else None
+        self.client.disconnect(code, properties)
+        self.wait_disconnected()
+        self.client.loop_stop()
+
+    def drop(self) -> None:
+        """Cut the TCP connection without DISCONNECT (an abnormal end: the will is sent)."""
+        sock = self.client.socket()
+        assert sock is not None
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        self.wait_disconnected()
+        self.client.loop_stop()
+
+    def close(self) -> None:
+        """Teardown: stop the thread and the socket, whatever state it is in."""
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+_PAHO_PROTOCOLS = {3: paho.MQTTv31, 4: paho.MQTTv311, 5: paho.MQTTv5}
+
+
+class RawMqtt:
+    """A TLS socket speaking MQTT through the codec in client mode (or hand-made bytes).
+
+    For flows a library hides: exact packet ids, DUP, resent PUBLISHes, unacknowledged
+    deliveries, and input a library would never send.
+    """
+
+    def __init__(self, port: int, ca_file: Path, *, level: int = 4, tls: bool = True) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        if tls:
+            sock = tls_client_context(ca_file).wrap_socket(sock, server_hostname="127.0.0.1")
+        self.sock = sock
+        self.level = level
+        self.codec = MqttCodec(server=False)
+        self.codec.protocol_level = level
+        self._packets: collections.deque[Packet] = collections.deque()
+        self.eof = False
+
+    def send(self, *packets: Packet) -> None:
+        for packet in packets:
+            self.codec.send(packet)
+        self.sock.sendall(b"".join(self.codec.data_to_send()))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def connect(
+        self,
+        client_id: str = "",
+        *,
+        clean: bool = True,
+        keep_alive: int = 60,
+        username: str | None = USER,
+        password: str | None = PASSWORD,
+        properties: MqttProperties = NO_PROPERTIES,
+        will: Will | None = None,
+    ) -> MqttConnack:
+        """CONNECT and return the CONNACK."""
+        self.send(
+            Connect(
+                self.level,
+                clean,
+                keep_alive,
+                client_id,
+                will,
+                username,
+                password.encode() if password is not None else None,
+                properties,
+            )
+        )
+        return self.expect(MqttConnack)
+
+    def _read(self, timeout: float) -> bool:
+        """Read once; False on timeout. Sets ``eof`` when the broker closed."""
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return True
+        self.codec.receive_data(chunk)
+        self._packets.extend(self.codec.events_received())
+        return True
+
+    def recv(self, timeout: float = TIMEOUT) -> Packet:
+        deadline = time.monotonic() + timeout
+        while not self._packets:
+            if self.eof:
+                raise AssertionError("the broker closed the connection")
+            if not self._read(deadline - time.monotonic()) and time.monotonic() >= deadline:
+                raise AssertionError("no MQTT packet arrived in time")
+        return self._packets.popleft()
+
+    def expect(self, kind: type[_P], timeout: float = TIMEOUT) -> _P:
+        packet = self.recv(timeout)
+        assert isinstance(packet, kind), f"expected {kind.__name__}, got {packet!r}"
+        return packet
+
+    def read_until_closed(self, timeout: float = TIMEOUT) -> list[Packet]:
+        """Every packet until the broker closes; fails if it stays open past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            if not self._read(deadline - time.monotonic()) and time.monotonic() >= deadline:
+                raise AssertionError(f"connection still open; got {list(self._packets)!r}")
+        packets = list(self._packets)
+        self._packets.clear()
+        return packets
+
+    def nothing_more(self, wait: float = 0.3) -> bool:
+        """True if no packet arrives (and the broker does not close) within ``wait`` seconds."""
+        if self._packets:
+            return False
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not self._packets and not self.eof:
+            self._read(deadline - time.monotonic())
+        return not self._packets and not self.eof
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> RawMqtt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MqttClients:
+    """Makes MQTT clients of one broker and closes them all at teardown."""
+
+    def __init__(self, port: int, ca_file: Path) -> None:
+        self.port = port
+        self.ca_file = ca_file
+        self.made: list[PahoClient | RawMqtt] = []
+
+    def paho(self, *, connect: bool = True, **kw: Any) -> PahoClient:
+        """A connected paho client (``connect=False`` to connect later); see PahoClient."""
+        client = PahoClient(self.port, self.ca_file, connect=False, **kw)
+        self.made.append(client)
+        if connect:
+            client.connect()
+        return client
+
+    def raw(self, level: int = 4, *, tls: bool = True) -> RawMqtt:
+        client = RawMqtt(self.port, self.ca_file, level=level, tls=tls)
+        self.made.append(client)
+        return client
+
+    def close_all(self) -> None:
+        for client in self.made:
+            client.close()

@@ -1,4 +1,12 @@
-"""The ``sealmq`` command."""
+"""The ``sealmq`` command.
+
+``sealmq serve`` runs the broker; ``sealmq status`` and ``sealmq broker ...``
+manage its lifecycle (``sealmq.cli.broker``); ``sealmq kms ...`` manages keys in
+the embedded key service (``sealmq.cli.kms``). Every command takes ``--config``
+and ``--data-dir``. A failure prints one line on stderr and exits non-zero: 2 for
+a configuration refused (a bad file, or a key other than the broker's), 1 for
+anything else.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +16,37 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TextIO
 
+from sealmq.cli.broker import add_broker_commands, run_broker, run_status
+from sealmq.cli.kms import CliError, add_kms_commands, run_kms
 from sealmq.config import ConfigError, Settings, load_settings
+from sealmq.control.keys import BrokerKeyError
+from sealmq.control.operations import NoBrokerError
+from sealmq.control.requests import RequestTimeoutError
+from sealmq.control.state import BrokerRunningError
+from sealmq.control.supervisor import BrokerNotServingError
+from sealmq.kms.errors import KmsError
+from sealmq.kms.keystore import KeystoreError
 from sealmq.store.errors import StoreError
 
 __all__ = ["main"]
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+
+#: Failures that are reported as one line (no traceback).
+_EXPECTED = (
+    OSError,
+    StoreError,
+    KmsError,
+    KeystoreError,
+    CliError,
+    NoBrokerError,
+    BrokerRunningError,
+    BrokerNotServingError,
+    RequestTimeoutError,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the broker")
     _common(serve)
+    add_broker_commands(commands, _common)
+    add_kms_commands(commands, _common)
     return parser
 
 
@@ -41,11 +74,11 @@ def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, data_dir=args.data_dir)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, *, stream: TextIO = sys.stdout) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
+        stream=stream,
     )
 
 
@@ -71,6 +104,10 @@ async def _serve(settings: Settings) -> None:
         trigger.close()  # not awaited at all when the start fails: no RuntimeWarning
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -78,15 +115,32 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sealmq: configuration refused:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _configure_logging(settings.log_level)
     if args.command == "serve":
+        _configure_logging(settings.log_level)
         _install_loop()
         try:
             asyncio.run(_serve(settings))
-        except (OSError, StoreError) as exc:
+        except BrokerKeyError as exc:
+            # Creation failed, or the configuration names another key than the broker's.
+            print(f"sealmq: cannot start: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_CONFIG
+        except _EXPECTED as exc:
             # A busy port, a locked data folder, a damaged journal: one line, no traceback.
-            print(f"sealmq: cannot start: {exc}", file=sys.stderr)
+            print(f"sealmq: cannot start: {_one_line(exc)}", file=sys.stderr)
             return EXIT_FAILURE
+        return 0
+    # Results go to stdout as JSON; only warnings and errors are logged, to stderr.
+    _configure_logging("warning", stream=sys.stderr)
+    try:
+        if args.command == "status":
+            run_status(settings)
+        elif args.command == "broker":
+            run_broker(settings, args)
+        elif args.command == "kms":
+            run_kms(settings, args)
+    except (BrokerKeyError, *_EXPECTED) as exc:
+        print(f"sealmq: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 

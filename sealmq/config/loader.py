@@ -23,7 +23,10 @@ from sealmq.config.settings import (
     DEFAULT_TLS_PORTS,
     KNOWN_LISTENERS,
     LOG_LEVELS,
+    MANAGED_KEY,
+    OWNED_KEY,
     EncryptionSettings,
+    KmsSettings,
     LimitSettings,
     Listener,
     PolicySettings,
@@ -51,6 +54,17 @@ _MAX_SEGMENT_SIZE = 2**31 - 1
 _MIN_SEGMENT_SIZE = 4096
 _MAX_DATA_KEY_CACHE_SECONDS = 86400.0
 _MAX_INT32 = 2**31 - 1
+
+# What KMS accepts as a KeyId: key id, key ARN, alias name, alias ARN.
+_KEY_ID_RE = re.compile(
+    r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|mrk-[0-9a-f]{32})"
+)
+_ALIAS_RE = re.compile(r"alias/[a-zA-Z0-9/_-]{1,250}")
+_KMS_ARN_RE = re.compile(
+    r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key/(?P<key>.+)|(?P<alias>alias/.+))"
+)
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +255,7 @@ class _Reader:
                 "limits",
                 "store",
                 "encryption",
+                "kms",
                 "policy",
             ),
         )
@@ -269,6 +284,7 @@ class _Reader:
             limits=self.limits(doc),
             store=self.store(doc),
             encryption=self.encryption(doc),
+            kms=self.kms(doc),
             policy=self.policy(doc),
             config_file=config_file,
         )
@@ -342,7 +358,9 @@ class _Reader:
 
     def limits(self, doc: Mapping[str, Any]) -> LimitSettings:
         defaults = LimitSettings()
-        table = self.table(doc, "limits", "", ("max_frame_body", "max_frame_headers"))
+        table = self.table(
+            doc, "limits", "", ("max_frame_body", "max_frame_headers", "mqtt_max_packet_size")
+        )
         return LimitSettings(
             max_frame_body=self.integer(
                 table,
@@ -362,6 +380,15 @@ class _Reader:
                 high=_MAX_INT32,
                 unit=" bytes",
             ),
+            mqtt_max_packet_size=self.integer(
+                table,
+                "mqtt_max_packet_size",
+                "limits.",
+                defaults.mqtt_max_packet_size,
+                low=1024,
+                high=defaults.mqtt_max_packet_size,
+                unit=" bytes",
+            ),
         )
 
     def store(self, doc: Mapping[str, Any]) -> StoreSettings:
@@ -379,7 +406,19 @@ class _Reader:
         )
 
     def encryption(self, doc: Mapping[str, Any]) -> EncryptionSettings:
-        table = self.table(doc, "encryption", "", ("data_key_cache_seconds",))
+        keys = (
+            "data_key_cache_seconds",
+            "kms_key",
+            "kms_endpoint",
+            "kms_region",
+            "kms_access_key_id",
+            "kms_secret_access_key",
+            "kms_credentials_file",
+            "kms_profile",
+            "kms_ca_bundle",
+        )
+        table = self.table(doc, "encryption", "", keys)
+        prefix = "encryption."
 
         def check(value: Any) -> str | None:
             if not (_is_int(value) or isinstance(value, float)):
@@ -391,11 +430,66 @@ class _Reader:
         seconds = self.value(
             table,
             "data_key_cache_seconds",
-            "encryption.",
+            prefix,
             EncryptionSettings().data_key_cache_seconds,
             check,
         )
-        return EncryptionSettings(data_key_cache_seconds=float(seconds))
+        key = self.string(table, "kms_key", prefix, "", _check_kms_key) or None
+        endpoint = self.string(table, "kms_endpoint", prefix, "", _check_endpoint) or None
+        region = self.string(table, "kms_region", prefix, "", _check_region) or None
+        access_key = self.string(table, "kms_access_key_id", prefix, "") or None
+        secret = self.string(table, "kms_secret_access_key", prefix, "") or None
+        profile = self.string(table, "kms_profile", prefix, "") or None
+        credentials = self.path(table, "kms_credentials_file", prefix)
+        ca_bundle = self.path(table, "kms_ca_bundle", prefix)
+        if ("kms_access_key_id" in table) != ("kms_secret_access_key" in table):
+            missing = (
+                "kms_access_key_id" if "kms_access_key_id" not in table else "kms_secret_access_key"
+            )
+            self.error(prefix + missing, "required with the other half of the access key")
+        if "kms_endpoint" not in table:
+            for name in keys[3:]:
+                if name in table:
+                    self.error(prefix + name, "only used with encryption.kms_endpoint")
+        elif endpoint is None:
+            pass  # reported above
+        elif "kms_key" in table and key in (MANAGED_KEY, OWNED_KEY, "alias/aws/mq"):
+            self.error(
+                prefix + "kms_key",
+                "with kms_endpoint, name a customer managed key (id, ARN or alias): "
+                "the managed and owned keys exist only in the embedded key service",
+            )
+        elif "kms_key" not in table:
+            self.error(prefix + "kms_key", "required with kms_endpoint (a customer managed key)")
+        return EncryptionSettings(
+            data_key_cache_seconds=float(seconds),
+            kms_key=key,
+            kms_endpoint=endpoint,
+            kms_region=region,
+            kms_access_key_id=access_key,
+            kms_secret_access_key=secret,
+            kms_credentials_file=credentials,
+            kms_profile=profile,
+            kms_ca_bundle=ca_bundle,
+        )
+
+    def kms(self, doc: Mapping[str, Any]) -> KmsSettings:
+        defaults = KmsSettings()
+        table = self.table(doc, "kms", "", ("region", "min_pending_window_days", "data_dir"))
+        folder = self.string(table, "data_dir", "kms.", "")
+        return KmsSettings(
+            region=self.string(table, "region", "kms.", defaults.region, _check_region),
+            min_pending_window_days=self.integer(
+                table,
+                "min_pending_window_days",
+                "kms.",
+                defaults.min_pending_window_days,
+                low=1,
+                high=defaults.min_pending_window_days,
+                unit=" days",
+            ),
+            data_dir=_absolute(Path(folder), self.base_dir) if folder else None,
+        )
 
     def policy(self, doc: Mapping[str, Any]) -> PolicySettings:
         defaults = PolicySettings()
@@ -473,6 +567,35 @@ def _check_host(value: str) -> str | None:
     if _HOST_RE.fullmatch(value) and ":" not in value:
         return None
     return f"not an IP address or host name: {value!r}"
+
+
+def _check_kms_key(value: str) -> str | None:
+    if value in (MANAGED_KEY, OWNED_KEY):
+        return None
+    if _KEY_ID_RE.fullmatch(value) or _ALIAS_RE.fullmatch(value):
+        return None
+    arn = _KMS_ARN_RE.fullmatch(value)
+    if arn is not None:
+        name = arn.group("key") or ""
+        alias = arn.group("alias") or ""
+        if _KEY_ID_RE.fullmatch(name) or _ALIAS_RE.fullmatch(alias):
+            return None
+    return (
+        f'must be "{MANAGED_KEY}", "{OWNED_KEY}", or a KMS key id, key ARN, alias name '
+        f"(alias/...) or alias ARN, got {value[:100]!r}"
+    )
+
+
+def _check_endpoint(value: str) -> str | None:
+    if not value.startswith("https://") or len(value) <= len("https://"):
+        return f"must be an https:// URL (keys never travel in clear), got {value[:100]!r}"
+    return None
+
+
+def _check_region(value: str) -> str | None:
+    if _REGION_RE.fullmatch(value):
+        return None
+    return f"not a region name like us-east-1, got {value[:64]!r}"
 
 
 def _check_name(value: str) -> str | None:

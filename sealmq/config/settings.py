@@ -18,7 +18,10 @@ __all__ = [
     "DEFAULT_TLS_PORTS",
     "KNOWN_LISTENERS",
     "LOG_LEVELS",
+    "MANAGED_KEY",
+    "OWNED_KEY",
     "EncryptionSettings",
+    "KmsSettings",
     "LimitSettings",
     "Listener",
     "PolicySettings",
@@ -114,6 +117,9 @@ class LimitSettings:
     maxFrameSize is 100 MiB)."""
     max_frame_headers: int = 64 * 1024
     """Largest total size of one frame's headers, in bytes."""
+    mqtt_max_packet_size: int = 268_435_455 + 5
+    """Largest MQTT packet accepted, in bytes, fixed header included (the protocol's
+    own ceiling: a 256 MiB remaining length plus 5 header bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +131,67 @@ class StoreSettings:
     in bytes (KahaDB's default journal file length is 32 MiB)."""
 
 
+#: ``kms_key`` values naming the two kinds of key the service itself holds.
+MANAGED_KEY = "managed"
+OWNED_KEY = "owned"
+
+
 @dataclass(frozen=True, slots=True)
 class EncryptionSettings:
-    """Encryption at rest."""
+    """Encryption at rest: which key the broker is created with, and how it reaches it."""
 
     data_key_cache_seconds: float = 300.0
     """How long a plaintext data key stays cached after the key service last
     unwrapped it, in seconds. It is also how long the broker keeps serving after
-    the key service starts refusing (grant revoked, key disabled)."""
+    the key service starts refusing (grant revoked, key disabled), and the period
+    of the broker's key-access check."""
+    kms_key: str | None = None
+    """The key the broker is created with, fixed for its life (as in Amazon MQ):
+    ``"managed"`` (the service-managed key ``alias/aws/mq``, created if needed),
+    ``"owned"`` (the service-owned key, not visible in the account), or a
+    customer managed key's id, key ARN, alias name (``alias/x``) or alias ARN.
+    None: ``"managed"`` for a new broker; an existing broker keeps its key.
+    Naming another key than the broker's refuses the start."""
+    kms_endpoint: str | None = None
+    """URL of a KMS-compatible service (``https://kms.eu-west-1.amazonaws.com``,
+    or another sealmq's ``kms`` listener) to use instead of the embedded key
+    service; ``kms_key`` must then name a customer managed key. None: embedded."""
+    kms_region: str | None = None
+    """Region to sign requests to ``kms_endpoint`` for; None: ``[kms] region``."""
+    kms_access_key_id: str | None = None
+    """Access key for ``kms_endpoint``; None: ``kms_credentials_file``/``kms_profile``,
+    else botocore's usual chain (environment, ~/.aws, instance role)."""
+    kms_secret_access_key: str | None = field(default=None, repr=False)
+    """Secret of ``kms_access_key_id`` (set both or neither)."""
+    kms_credentials_file: Path | None = None
+    """AWS shared-credentials file for ``kms_endpoint`` (e.g. another sealmq's
+    ``<data_dir>/credentials``); absolute once loaded."""
+    kms_profile: str | None = None
+    """Profile of the credentials file to use; None: ``default``."""
+    kms_ca_bundle: Path | None = None
+    """PEM CA bundle that ``kms_endpoint``'s certificate must chain to; None: the
+    system's trust store."""
+
+    @property
+    def external(self) -> bool:
+        """True when the broker's key lives in a KMS-compatible service at ``kms_endpoint``."""
+        return self.kms_endpoint is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KmsSettings:
+    """The embedded key service (AWS KMS JSON API on the ``kms`` listener)."""
+
+    region: str = "us-east-1"
+    """Region the key service answers as (in ARNs and SigV4 scopes); used when the
+    key service is first created, kept afterwards."""
+    min_pending_window_days: int = 7
+    """Smallest ScheduleKeyDeletion waiting period accepted, in days (KMS: 7;
+    lower it only for tests)."""
+    data_dir: Path | None = None
+    """Folder of the key service (``keys/``, ``audit/``, ``credentials``); None:
+    the broker's ``data_dir``. Outside it, ``sealmq broker delete`` removes the
+    whole data folder and the key service lives on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +231,8 @@ class Settings:
     """Journal layout."""
     encryption: EncryptionSettings = EncryptionSettings()
     """Encryption at rest."""
+    kms: KmsSettings = KmsSettings()
+    """The embedded key service."""
     policy: PolicySettings = PolicySettings()
     """Redelivery, dead-letter and prefetch policy."""
     config_file: Path | None = None
@@ -180,6 +241,11 @@ class Settings:
     def __post_init__(self) -> None:
         # Relative paths would silently change meaning if the process chdirs.
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+
+    @property
+    def kms_dir(self) -> Path:
+        """Folder of the embedded key service (``[kms] data_dir``, else ``data_dir``)."""
+        return self.kms.data_dir if self.kms.data_dir is not None else self.data_dir
 
     @property
     def tls_dir(self) -> Path:

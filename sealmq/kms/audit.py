@@ -14,10 +14,16 @@ the service passes only key ids, encryption contexts, grant ids and the like as
 A torn last line (a crash in the middle of a write) is cut when the log is
 reopened, and the next line says how many bytes were cut
 (``additionalEventData.truncatedTailBytes``).
+
+Several processes may append to one trail (a broker and the ``sealmq kms``
+command sharing a key service): each append holds an exclusive ``flock`` on the
+file and first reads whatever other processes appended since this one last
+wrote, so the chain continues from the true last line.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -51,21 +57,38 @@ class AuditLog:
         make_private_dir(self._path.parent)
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._file = os.fdopen(fd, "r+b", buffering=0)
-        self._head, self._lines, self._cut = self._recover()
+        self._head, self._lines, self._end = GENESIS_HASH, 0, 0
+        self._cut = 0
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            self._catch_up()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _recover(self) -> tuple[str, int, int]:
-        self._file.seek(0)
-        data = self._file.read()
-        cut = 0
+    def _catch_up(self) -> None:
+        """Under the ``flock``: take in the lines appended since ``_end`` (by anyone).
+
+        A torn last line (its writer crashed mid-write) is cut and counted in ``_cut``.
+        """
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        if size == self._end:
+            return
+        if size < self._end:  # cut by someone else: read it all again
+            self._head, self._lines, self._end = GENESIS_HASH, 0, 0
+        self._file.seek(self._end)
+        data = self._file.read(size - self._end)
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
-            cut = len(data) - keep
-            os.ftruncate(self._file.fileno(), keep)
-            os.fsync(self._file.fileno())
+            self._cut += len(data) - keep
+            os.ftruncate(fd, self._end + keep)
+            os.fsync(fd)
             data = data[:keep]
         lines = data.splitlines()
-        head = _line_hash(lines[-1]) if lines else GENESIS_HASH
-        return head, len(lines), cut
+        if lines:
+            self._head = _line_hash(lines[-1])
+            self._lines += len(lines)
+        self._end += len(data)
 
     @property
     def path(self) -> Path:
@@ -84,19 +107,29 @@ class AuditLog:
     def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` as one line chained to the previous one."""
         with self._lock:
-            if self._cut:
-                extra = dict(event.get("additionalEventData") or {})
-                extra["truncatedTailBytes"] = self._cut
-                event = {**event, "additionalEventData": extra}
-                self._cut = 0
-            line = json.dumps(
-                {**event, "previousHash": self._head}, separators=(",", ":"), ensure_ascii=True
-            ).encode()
-            self._file.write(line + b"\n")
-            if self._fsync:
-                os.fsync(self._file.fileno())
-            self._head = _line_hash(line)
-            self._lines += 1
+            fd = self._file.fileno()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._append(event)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _append(self, event: dict[str, Any]) -> None:
+        self._catch_up()
+        if self._cut:
+            extra = dict(event.get("additionalEventData") or {})
+            extra["truncatedTailBytes"] = self._cut
+            event = {**event, "additionalEventData": extra}
+            self._cut = 0
+        line = json.dumps(
+            {**event, "previousHash": self._head}, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+        self._file.write(line + b"\n")
+        if self._fsync:
+            os.fsync(self._file.fileno())
+        self._head = _line_hash(line)
+        self._lines += 1
+        self._end += len(line) + 1
 
     def close(self) -> None:
         with self._lock:

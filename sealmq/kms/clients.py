@@ -38,6 +38,9 @@ class ServiceKeyProvider:
     key, it needs a grant (pass its token in ``grant_tokens`` if you have one).
     ``via_service`` False calls as the principal itself rather than through
     Amazon MQ (then the service-managed key refuses direct use, as in AWS).
+    ``pin_decrypt`` False sends Decrypt without a KeyId, so data keys wrapped by
+    another key the principal may use (a migrated broker's older segments) still
+    unwrap; the blob names its key and the service checks the caller's right to it.
     """
 
     def __init__(
@@ -48,10 +51,12 @@ class ServiceKeyProvider:
         *,
         grant_tokens: Sequence[str] = (),
         via_service: bool = True,
+        pin_decrypt: bool = True,
     ) -> None:
         self._service = service
         self._key_id = key_id
         self._tokens = list(grant_tokens)
+        self._pin_decrypt = pin_decrypt
         if via_service:
             self._caller = service.service_caller(principal)
         else:
@@ -78,8 +83,31 @@ class ServiceKeyProvider:
 
     def decrypt_data_key(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         request = {**self._common(context), "CiphertextBlob": bytes(wrapped)}
+        if not self._pin_decrypt:
+            del request["KeyId"]
         response = self._service.call("Decrypt", request, self._caller)
         return bytes(response["Plaintext"])
+
+
+def _read_credentials(path: Path, profile: str) -> tuple[str, str, str | None]:
+    """``(access key id, secret, session token)`` of ``profile`` in a shared-credentials file."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+        section = parser[profile]
+        return (
+            section["aws_access_key_id"],
+            section["aws_secret_access_key"],
+            section.get("aws_session_token"),
+        )
+    except (OSError, KeyError, configparser.Error) as exc:
+        raise KmsError(
+            "UnrecognizedClientException",
+            f"no credentials for profile {profile!r} in {path}: {type(exc).__name__}",
+        ) from None
 
 
 class RemoteKeyProvider:
@@ -112,8 +140,12 @@ class RemoteKeyProvider:
         import botocore.session  # type: ignore[import-untyped, unused-ignore]
 
         session = botocore.session.Session(profile=profile)
-        if credentials_file is not None:
-            session.set_config_variable("credentials_file", str(credentials_file))
+        if credentials_file is not None and access_key_id is None:
+            # The file named here wins over AWS_* variables of the environment, which
+            # botocore's chain would otherwise consult first.
+            access_key_id, secret_access_key, session_token = _read_credentials(
+                Path(credentials_file), profile or "default"
+            )
         config = botocore.config.Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,

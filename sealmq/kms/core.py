@@ -292,6 +292,7 @@ class ServiceCore:
         self._clock = clock
         self._mq_service = f"mq.{keystore.region}.amazonaws.com"
         self._due = 0.0
+        self._generation = -1
         with self._ks.lock:
             self._refresh_due()
 
@@ -335,6 +336,7 @@ class ServiceCore:
     # -- housekeeping: deletion and automatic rotation when due --------------------------
 
     def _refresh_due(self) -> None:
+        self._generation = self._ks.generation
         due = [
             t
             for key in self._ks.keys.values()
@@ -347,6 +349,9 @@ class ServiceCore:
         self._due = min(due) if due else float("inf")
 
     def _housekeeping(self) -> None:
+        if self._generation != self._ks.generation:
+            # Another process changed the keystore: its deletion dates and rotations count.
+            self._refresh_due()
         now = self._clock()
         if now < self._due:
             return

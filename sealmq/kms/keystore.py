@@ -23,13 +23,21 @@ Nothing in clear on disk, nothing of key material in logs: records' ``repr``
 hides material, secrets and wrapped keys.
 
 The lock (:attr:`Keystore.lock`, re-entrant) guards all state; the service holds
-it for the whole of each call.
+it for the whole of each call. It is shared between processes too: while any
+thread holds it, the process also holds an exclusive ``flock`` on
+``keys_dir/kms.lock``, and taking it reloads the state if another process (the
+``sealmq kms`` command next to a running broker, or a second broker using the same
+key service) replaced ``kms.sealed`` since this one last read or wrote it. So
+every call sees every change made before it, in any process, and two processes
+never overwrite each other's changes.
 """
 
 from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -38,7 +46,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +67,7 @@ __all__ = [
     "DEFAULT_REGION",
     "KEYSTORE_FILE",
     "LEGACY_KEYSTORE_FILE",
+    "LOCK_FILE",
     "ROOT_KEY_FILE",
     "AccessKey",
     "AliasRecord",
@@ -67,11 +76,13 @@ __all__ = [
     "KeyVersion",
     "Keystore",
     "KeystoreError",
+    "SharedLock",
 ]
 
 ROOT_KEY_FILE = "root.key"
 KEYSTORE_FILE = "kms.sealed"
 LEGACY_KEYSTORE_FILE = "keystore.sealed"
+LOCK_FILE = "kms.lock"
 DEFAULT_REGION = "us-east-1"
 
 _NONCE_BYTES = 12
@@ -329,6 +340,58 @@ def _new_access_key(principal: str, now: float) -> AccessKey:
     return AccessKey(akid, secrets.token_urlsafe(30), principal, now)
 
 
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+class SharedLock:
+    """A re-entrant lock for the threads of this process that also excludes other processes.
+
+    The outermost acquisition takes an exclusive ``flock`` on ``path`` and then runs
+    ``on_acquire`` (the keystore reloads a state another process changed); the
+    outermost release drops the ``flock``.
+    """
+
+    def __init__(self, path: Path, on_acquire: Callable[[], None]) -> None:
+        self._path = path
+        self._on_acquire = on_acquire
+        self._rlock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> SharedLock:
+        self._rlock.acquire()
+        if self._depth == 0:
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._on_acquire()
+                except BaseException:
+                    os.close(fd)
+                    raise
+            except BaseException:
+                self._rlock.release()
+                raise
+            self._fd = fd
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # releases the flock
+        self._rlock.release()
+
+
 class Keystore:
     """All keys, aliases, grants and access keys of one key service, sealed in ``keys_dir``.
 
@@ -347,7 +410,14 @@ class Keystore:
         self._path = path
         self._root = root
         self._clock = clock
-        self.lock = threading.RLock()
+        self._signature = _signature(path)
+        #: Incremented each time the state is reloaded because another process changed it.
+        self.generation = 0
+        self.lock = SharedLock(path.with_name(LOCK_FILE), self._reload_if_changed)
+        self._apply(doc)
+
+    def _apply(self, doc: dict[str, Any]) -> None:
+        path = self._path
         self.account_id = str(doc["account_id"])
         self.region = str(doc["region"])
         self.admin_principal = f"arn:aws:iam::{self.account_id}:root"
@@ -391,6 +461,12 @@ class Keystore:
         """
         keys_dir = Path(keys_dir)
         make_private_dir(keys_dir)
+        # Another process may be creating or migrating the same keystore right now.
+        with _flocked(keys_dir / LOCK_FILE):
+            return cls._open_locked(keys_dir, region, clock)
+
+    @classmethod
+    def _open_locked(cls, keys_dir: Path, region: str, clock: Callable[[], float]) -> Keystore:
         root_path = keys_dir / ROOT_KEY_FILE
         path = keys_dir / KEYSTORE_FILE
         legacy = keys_dir / LEGACY_KEYSTORE_FILE
@@ -423,6 +499,23 @@ class Keystore:
     def save(self) -> None:
         """Seal the whole state and replace the file atomically. Call with :attr:`lock` held."""
         replace_private_file(self._path, _seal(self._root, self._to_doc()))
+        self._signature = _signature(self._path)
+
+    def _reload_if_changed(self) -> None:
+        """Under the ``flock``: load the file again if another process replaced it."""
+        signature = _signature(self._path)
+        if signature == self._signature:
+            return
+        try:
+            doc = _unseal(self._root, read_private_file(self._path), self._path)
+        except PrivateFileError as exc:
+            raise KeystoreError(str(exc)) from exc
+        try:
+            self._apply(doc)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KeystoreError(f"{self._path} is malformed") from exc
+        self._signature = signature
+        self.generation += 1
 
     def _to_doc(self) -> dict[str, Any]:
         return {
@@ -503,6 +596,15 @@ class Keystore:
         out = io.StringIO()
         config.write(out)
         replace_private_file(path, out.getvalue().encode())
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever the file is replaced (every save is a rename of a new file)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _seal(root: AESGCM, doc: dict[str, Any]) -> bytes:

@@ -142,6 +142,11 @@ class KeyService(KeyOperations, AliasOperations, CryptoOperations, GrantOperatio
             "ListResourceTags": (self._list_resource_tags, True),
         }
 
+    @property
+    def audit_log(self) -> AuditLog | None:
+        """The audit trail every call is appended to (None when the service keeps none)."""
+        return self._audit
+
     def close(self) -> None:
         """Close the audit trail (the keystore needs no closing: every change is on disk)."""
         if self._audit is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sealmq.kms.clients import RemoteKeyProvider, ServiceKeyProvider
-from sealmq.kms.keystore import KEYSTORE_FILE, ROOT_KEY_FILE, Keystore, KeystoreError
+from sealmq.kms.keystore import KEYSTORE_FILE, LOCK_FILE, ROOT_KEY_FILE, Keystore, KeystoreError
 from sealmq.kms.local import LocalKeyService
 from sealmq.kms.service import KeyService, open_key_service
 from tests.kms.support import Kms
@@ -73,7 +73,11 @@ def test_files_are_private_and_hold_nothing_in_clear(kms: Kms, admin: Any) -> No
     assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
     for name in (KEYSTORE_FILE, ROOT_KEY_FILE):
         assert stat.S_IMODE((keys_dir / name).stat().st_mode) == 0o600
-    assert sorted(p.name for p in keys_dir.iterdir()) == [KEYSTORE_FILE, ROOT_KEY_FILE]
+    # kms.lock is empty: only its flock matters.
+    assert sorted(p.name for p in keys_dir.iterdir()) == sorted(
+        [KEYSTORE_FILE, LOCK_FILE, ROOT_KEY_FILE]
+    )
+    assert (keys_dir / LOCK_FILE).stat().st_size == 0
     credentials = kms.data_dir / "credentials"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     sealed = (keys_dir / KEYSTORE_FILE).read_bytes()
