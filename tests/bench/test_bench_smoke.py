@@ -76,7 +76,8 @@ def test_mqtt_packets_split_across_reads() -> None:
 
 def test_mqtt_client_bytes_agree_with_sealmq_codec() -> None:
     """sealmq's own codec (an independent implementation) reads what the bench client writes."""
-    mqtt = pytest.importorskip("sealmq.wire.mqtt")
+    from sealmq.wire import mqtt
+
     server = mqtt.MqttCodec(server=True)
     server.receive_data(
         connect_packet("c1", username="u", password="p", clean_session=False, keep_alive=0)
