@@ -41,8 +41,9 @@ import json
 import logging
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,6 @@ class BrokerRecord:
     rotation_pending: bool = False
     #: The key as the configuration named it at creation (for messages).
     named_as: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -163,7 +163,6 @@ class BrokerRecord:
             migrated=bool(doc.get("migrated", False)),
             rotation_pending=bool(doc.get("rotation_pending", False)),
             named_as=str(doc.get("named_as", "")),
-            extra={str(k): str(v) for k, v in doc.get("extra", {}).items()},
         )
 
     def describe(self) -> str:
@@ -249,26 +248,31 @@ def _is_managed_alias(ref: str) -> bool:
     return ref == SERVICE_MANAGED_ALIAS or ref.endswith(":" + SERVICE_MANAGED_ALIAS)
 
 
-class KeyBackend:
+class KeyBackend(ABC):
     """Creating, checking, reaching and shredding a broker's key in one key service."""
 
+    @abstractmethod
     def create(self, data_dir: Path, kms_key: str | None) -> BrokerRecord:
-        raise NotImplementedError
+        """Create the broker of ``data_dir`` with the key ``kms_key`` names."""
 
+    @abstractmethod
     def verify(self, record: BrokerRecord, kms_key: str | None) -> None:
-        raise NotImplementedError
+        """Refuse (:class:`BrokerKeyError`) a configuration naming another key."""
 
+    @abstractmethod
     def provider(self, record: BrokerRecord) -> KeyProvider:
-        raise NotImplementedError
+        """The store's key provider, calling as the broker's storage principal."""
 
+    @abstractmethod
     def restore_access(self, record: BrokerRecord) -> tuple[BrokerRecord, str]:
-        raise NotImplementedError
+        """A new grant for the storage principal: the updated record and the grant id."""
 
+    @abstractmethod
     def shred(self, record: BrokerRecord) -> list[str]:
-        raise NotImplementedError
+        """Retire the broker's grants, destroy its per-broker key; the grants retired."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release what the backend holds (clients); the key service is closed by its owner."""
 
     def open_broker(self, data_dir: Path, kms_key: str | None) -> tuple[BrokerRecord, bool]:
         """The broker of ``data_dir``: created now (True) or as it was created (False).

@@ -84,8 +84,12 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def write_json_private(path: Path, doc: dict[str, Any]) -> None:
-    """Replace ``path`` with ``doc`` as JSON, atomically and durably, mode 0600."""
+def write_json_private(path: Path, doc: dict[str, Any], *, durable: bool = True) -> None:
+    """Replace ``path`` with ``doc`` as JSON, atomically, mode 0600.
+
+    ``durable`` also fsyncs the file and its folder (a status that a crash may
+    take back a step needs neither).
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -94,7 +98,8 @@ def write_json_private(path: Path, doc: dict[str, Any]) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -102,6 +107,8 @@ def write_json_private(path: Path, doc: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -129,7 +136,9 @@ def write_status(
     }
     if extra:
         doc.update(extra)
-    write_json_private(Path(data_dir) / STATUS_FILE, doc)
+    # Rewritten at every change of state and read back by nobody after a crash (the
+    # run lock then says STOPPED): atomic, not durable.
+    write_json_private(Path(data_dir) / STATUS_FILE, doc, durable=False)
 
 
 def read_status(data_dir: Path) -> dict[str, Any] | None:

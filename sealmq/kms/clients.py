@@ -139,13 +139,14 @@ class RemoteKeyProvider:
         import botocore.config  # type: ignore[import-untyped, unused-ignore]
         import botocore.session  # type: ignore[import-untyped, unused-ignore]
 
-        session = botocore.session.Session(profile=profile)
         if credentials_file is not None and access_key_id is None:
             # The file named here wins over AWS_* variables of the environment, which
-            # botocore's chain would otherwise consult first.
+            # botocore's chain would otherwise consult first; the profile is the file's.
             access_key_id, secret_access_key, session_token = _read_credentials(
                 Path(credentials_file), profile or "default"
             )
+            profile = None
+        session = botocore.session.Session(profile=profile)
         config = botocore.config.Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
