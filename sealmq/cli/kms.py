@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,9 @@ class CliError(Exception):
 
 
 Command = Callable[[KeyService, argparse.Namespace], dict[str, Any] | None]
+
+#: Variables that would win over the credentials file in the AWS SDKs' chains.
+_SHADOWING = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 
 def _pages(service: KeyService, operation: str, request: dict[str, Any], field: str) -> list[Any]:
@@ -132,6 +136,37 @@ def _verify_audit(service: KeyService, args: argparse.Namespace) -> dict[str, An
     return {"Valid": True, "Path": str(audit.path), "Lines": lines, "Head": audit.head}
 
 
+def client_environment(settings: Settings, service: KeyService, host: str | None) -> dict[str, str]:
+    """The environment that points AWS SDKs and the AWS CLI at the embedded key service.
+
+    ``AWS_ENDPOINT_URL_KMS`` (the ``kms`` listener), the admin's credentials file,
+    the service's region and, when the broker made its own certificates, the local
+    CA as ``AWS_CA_BUNDLE``.
+    """
+    listener = settings.listener("kms")
+    if listener is None:
+        raise CliError("the kms listener is off in this configuration: clients cannot reach it")
+    if host is None:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    env = {
+        "AWS_ENDPOINT_URL_KMS": f"https://{host}:{listener.port}",
+        "AWS_SHARED_CREDENTIALS_FILE": str(settings.kms_dir / "credentials"),
+        "AWS_DEFAULT_REGION": service.region,
+    }
+    if settings.tls.generate:
+        env["AWS_CA_BUNDLE"] = str(settings.tls_dir / "ca.pem")
+    return env
+
+
+def _client_env(settings: Settings, service: KeyService, args: argparse.Namespace) -> str:
+    env = client_environment(settings, service, args.host)
+    lines = [f"unset {' '.join(_SHADOWING)}"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    return "\n".join(lines)
+
+
 def add_kms_commands(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     common: Callable[[argparse.ArgumentParser], None],
@@ -183,12 +218,23 @@ def add_kms_commands(
     p.add_argument("--pending-window-in-days", type=int)
     p = add("verify-audit", _verify_audit, "check the hash chain of the audit trail")
     p.add_argument("--expected-head", help="hash the last line must have (kept elsewhere)")
+    p = sub.add_parser(
+        "client-env",
+        help="print shell lines pointing AWS SDKs/CLI at this key service: "
+        'eval "$(sealmq kms client-env)"',
+    )
+    p.set_defaults(kms_env=True)
+    common(p)
+    p.add_argument("--host", help="host name clients use for the kms listener (default: bind host)")
 
 
 def run_kms(settings: Settings, args: argparse.Namespace) -> None:
     """Run the parsed ``sealmq kms`` command and print its result."""
     service = open_embedded_service(settings)
     try:
+        if getattr(args, "kms_env", False):
+            print(_client_env(settings, service, args))
+            return
         command: Command = args.kms_run
         response = command(service, args)
     finally:
