@@ -10,6 +10,7 @@ overwrite each other. Results print as the AWS CLI prints them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 from sealmq.cli.output import print_json
 from sealmq.config import Settings
 from sealmq.control.operations import open_embedded_service
-from sealmq.kms.audit import verify_audit
+from sealmq.kms.audit import GENESIS_HASH, verify_audit
 from sealmq.kms.service import KeyService
 
 __all__ = ["CliError", "add_kms_commands", "run_kms"]
@@ -128,12 +129,22 @@ def _verify_audit(service: KeyService, args: argparse.Namespace) -> dict[str, An
     audit = service.audit_log
     if audit is None:
         raise CliError("the key service keeps no audit trail")
-    ok, line, reason = verify_audit(audit.path, args.expected_head)
+    keystore = service.keystore
+    with keystore.lock:  # the checkpoint another process sealed since this one opened
+        checkpoint = keystore.audit_checkpoint
+    ok, line, reason = verify_audit(audit.path, args.expected_head, checkpoint=checkpoint)
     if not ok:
         where = f" at line {line}" if line is not None else ""
         raise CliError(f"audit trail {audit.path} is broken{where}: {reason}")
-    lines = len(audit.path.read_bytes().splitlines())
-    return {"Valid": True, "Path": str(audit.path), "Lines": lines, "Head": audit.head}
+    lines = audit.path.read_bytes().splitlines()
+    head = hashlib.sha256(lines[-1]).hexdigest() if lines else GENESIS_HASH
+    return {
+        "Valid": True,
+        "Path": str(audit.path),
+        "Lines": len(lines),
+        "Head": head,
+        "CheckpointLines": checkpoint.lines if checkpoint is not None else 0,
+    }
 
 
 def client_environment(settings: Settings, service: KeyService, host: str | None) -> dict[str, str]:
@@ -216,7 +227,12 @@ def add_kms_commands(
     p = add("schedule-key-deletion", _schedule_key_deletion, "schedule a key's deletion")
     p.add_argument("--key-id", required=True)
     p.add_argument("--pending-window-in-days", type=int)
-    p = add("verify-audit", _verify_audit, "check the hash chain of the audit trail")
+    p = add(
+        "verify-audit",
+        _verify_audit,
+        "check the audit trail's hash chain and that no line was cut since the key "
+        "service's last checkpoint",
+    )
     p.add_argument("--expected-head", help="hash the last line must have (kept elsewhere)")
     p = sub.add_parser(
         "client-env",

@@ -9,7 +9,6 @@ working directory.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -64,6 +63,7 @@ _ALIAS_RE = re.compile(r"alias/[a-zA-Z0-9/_-]{1,250}")
 _KMS_ARN_RE = re.compile(
     r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key/(?P<key>.+)|(?P<alias>alias/.+))"
 )
+_ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
 _REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
 
 
@@ -475,10 +475,14 @@ class _Reader:
 
     def kms(self, doc: Mapping[str, Any]) -> KmsSettings:
         defaults = KmsSettings()
-        table = self.table(doc, "kms", "", ("region", "min_pending_window_days", "data_dir"))
+        table = self.table(
+            doc, "kms", "", ("region", "account_id", "min_pending_window_days", "data_dir")
+        )
         folder = self.string(table, "data_dir", "kms.", "")
+        account_id = self.value(table, "account_id", "kms.", "", _check_account_id)
         return KmsSettings(
             region=self.string(table, "region", "kms.", defaults.region, _check_region),
+            account_id=account_id or None,
             min_pending_window_days=self.integer(
                 table,
                 "min_pending_window_days",
@@ -598,6 +602,13 @@ def _check_region(value: str) -> str | None:
     return f"not a region name like us-east-1, got {value[:64]!r}"
 
 
+def _check_account_id(value: Any) -> str | None:
+    if isinstance(value, str) and _ACCOUNT_ID_RE.fullmatch(value):
+        return None
+    shown = repr(value[:64]) if isinstance(value, str) else _kind(value)
+    return f'must be a string of exactly 12 digits, like "111122223333", got {shown}'
+
+
 def _check_name(value: str) -> str | None:
     if _NAME_RE.fullmatch(value):
         return None
@@ -636,5 +647,7 @@ def _kind(value: Any) -> str:
 
 
 def _suggest(key: str, choices: Iterable[str]) -> str:
+    import difflib  # only when a key is unknown
+
     close = difflib.get_close_matches(key, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -183,8 +183,13 @@ class KmsSettings:
     """The embedded key service (AWS KMS JSON API on the ``kms`` listener)."""
 
     region: str = "us-east-1"
-    """Region the key service answers as (in ARNs and SigV4 scopes); used when the
-    key service is first created, kept afterwards."""
+    """Region the key service answers as (in ARNs and SigV4 scopes). Fixed when the
+    key service is first created: a later configuration naming another region is
+    refused at start and by ``sealmq kms``."""
+    account_id: str | None = None
+    """The account's 12-digit id (in ARNs and principals), as a string; None: 12
+    random digits. Fixed when the key service is first created: a later
+    configuration naming another id is refused at start and by ``sealmq kms``."""
     min_pending_window_days: int = 7
     """Smallest ScheduleKeyDeletion waiting period accepted, in days (KMS: 7;
     lower it only for tests)."""

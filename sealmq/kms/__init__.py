@@ -3,12 +3,12 @@
 Imports nothing of sealmq outside this package. Modules:
 
 - ``keystore``  state (keys and versions, aliases, grants, policies, tags, access
-  keys) sealed under a root key in one file
+  keys, the audit trail's checkpoint) sealed under a root key in one file
 - ``service``   :class:`~sealmq.kms.service.KeyService`, the KMS operations
   (request dict in, response dict out), principals and grants, the three kinds of
   key Amazon MQ offers, per-broker keys; ``open_key_service(data_dir)``
 - ``ciphertext`` the ciphertext blob format; ``grants``, ``params``, ``errors``
-- ``audit``     the hash-chained CloudTrail-shaped trail and ``verify_audit``
+- ``audit``     the hash-chained CloudTrail-shaped trail, its checkpoint and ``verify_audit``
 - ``sigv4``, ``wire``, ``server``  SigV4, the JSON 1.1 protocol, the HTTPS server
 - ``clients``   ``ServiceKeyProvider`` and ``RemoteKeyProvider`` for the store
 - ``local``     the older one-key service (its data folders migrate on first open)

@@ -31,6 +31,7 @@ from sealmq.kms.keystore import (
     GrantRecord,
     KeyRecord,
     Keystore,
+    KeystoreError,
     KeyVersion,
 )
 from sealmq.kms.params import Request, opt_bool, opt_str
@@ -291,6 +292,8 @@ class ServiceCore:
         self._min_window = min_pending_window_days
         self._clock = clock
         self._mq_service = f"mq.{keystore.region}.amazonaws.com"
+        if audit is not None:
+            keystore.track_audit(audit.checkpoint)
         self._due = 0.0
         self._generation = -1
         with self._ks.lock:
@@ -752,3 +755,9 @@ class ServiceCore:
         except OSError:
             # The call has happened; losing its line must be loud but not undo it.
             log.exception("key service: cannot append to the audit trail")
+            return
+        if self._audit.checkpoint_due():
+            try:
+                self._ks.save_audit_checkpoint()
+            except (OSError, KeystoreError):
+                log.exception("key service: cannot checkpoint the audit trail")

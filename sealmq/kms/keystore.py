@@ -2,7 +2,9 @@
 
 State: the account (12-digit id, region), keys with their versions (the 256-bit
 material of each rotation), aliases, grants, key policies (kept as text), tags,
-and the access keys that authenticate callers of the wire protocol. Everything is
+the access keys that authenticate callers of the wire protocol, and the audit
+trail's checkpoint (:class:`~sealmq.kms.audit.Checkpoint`: how many lines it had
+and the hash of the last, so cutting lines from its end shows). Everything is
 kept in memory and, after every change, written whole to one file, sealed with
 AES-256-GCM under the root key, atomically (temporary file, fsync, rename, fsync
 of the folder).
@@ -41,6 +43,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import secrets
 import struct
 import threading
@@ -54,6 +57,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sealmq.kms.audit import Checkpoint
 from sealmq.kms.ciphertext import KEY_BYTES
 from sealmq.kms.files import (
     PrivateFileError,
@@ -64,6 +68,7 @@ from sealmq.kms.files import (
 )
 
 __all__ = [
+    "ACCOUNT_ID_PATTERN",
     "DEFAULT_REGION",
     "KEYSTORE_FILE",
     "LEGACY_KEYSTORE_FILE",
@@ -84,6 +89,8 @@ KEYSTORE_FILE = "kms.sealed"
 LEGACY_KEYSTORE_FILE = "keystore.sealed"
 LOCK_FILE = "kms.lock"
 DEFAULT_REGION = "us-east-1"
+#: An AWS account id: exactly 12 digits.
+ACCOUNT_ID_PATTERN = re.compile(r"[0-9]{12}")
 
 _NONCE_BYTES = 12
 _HEAD = struct.Struct(">8sH")
@@ -411,6 +418,7 @@ class Keystore:
         self._root = root
         self._clock = clock
         self._signature = _signature(path)
+        self._audit_source: Callable[[], Checkpoint | None] | None = None
         #: Incremented each time the state is reloaded because another process changed it.
         self.generation = 0
         self.lock = SharedLock(path.with_name(LOCK_FILE), self._reload_if_changed)
@@ -439,6 +447,8 @@ class Keystore:
             access_key = AccessKey.from_doc(ak)
             self.access_keys[access_key.access_key_id] = access_key
         self.admin_access_key_id = str(doc["admin_access_key_id"])
+        #: The audit trail's last checkpoint sealed here (None: none taken yet).
+        self.audit_checkpoint = Checkpoint.from_doc(doc.get("audit_checkpoint"))
         if self.service_owned_key_id not in self.keys:
             raise KeystoreError(f"{path}: the service-owned key is missing")
         if self.admin_access_key_id not in self.access_keys:
@@ -452,21 +462,45 @@ class Keystore:
         keys_dir: Path,
         *,
         region: str = DEFAULT_REGION,
+        account_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Keystore:
         """Load the keystore in ``keys_dir``, creating root key and state on first start.
 
-        ``region`` is used only when the state is first created; later starts keep
-        the region (and account id) they were created with.
+        The account is created with ``region`` and ``account_id`` (None: 12 random
+        digits) and keeps them: a later open naming another region, or another
+        account id, is refused with :class:`KeystoreError` (ARNs, signing scopes and
+        grants all carry them).
         """
+        if account_id is not None and not ACCOUNT_ID_PATTERN.fullmatch(account_id):
+            raise KeystoreError(f"account id must be exactly 12 digits, got {account_id[:32]!r}")
         keys_dir = Path(keys_dir)
         make_private_dir(keys_dir)
         # Another process may be creating or migrating the same keystore right now.
         with _flocked(keys_dir / LOCK_FILE):
-            return cls._open_locked(keys_dir, region, clock)
+            keystore = cls._open_locked(keys_dir, region, account_id, clock)
+        if keystore.region != region:
+            raise KeystoreError(
+                f"the key service in {keys_dir} was created for region {keystore.region}; "
+                f"the configuration names {region} ([kms] region): a key service keeps "
+                "the region it was created with"
+            )
+        if account_id is not None and keystore.account_id != account_id:
+            raise KeystoreError(
+                f"the key service in {keys_dir} was created for account {keystore.account_id}; "
+                f"the configuration names {account_id} ([kms] account_id): a key service "
+                "keeps the account id it was created with"
+            )
+        return keystore
 
     @classmethod
-    def _open_locked(cls, keys_dir: Path, region: str, clock: Callable[[], float]) -> Keystore:
+    def _open_locked(
+        cls,
+        keys_dir: Path,
+        region: str,
+        account_id: str | None,
+        clock: Callable[[], float],
+    ) -> Keystore:
         root_path = keys_dir / ROOT_KEY_FILE
         path = keys_dir / KEYSTORE_FILE
         legacy = keys_dir / LEGACY_KEYSTORE_FILE
@@ -482,7 +516,7 @@ class Keystore:
             raise KeystoreError(f"{root_path} does not hold a 256-bit key")
         root = AESGCM(root_bytes)
         if not path.exists():
-            doc = _initial_doc(region, clock(), _read_legacy(legacy, root))
+            doc = _initial_doc(region, account_id, clock(), _read_legacy(legacy, root))
             create_private_file(path, _seal(root, doc))
         try:
             blob = read_private_file(path)
@@ -497,9 +531,43 @@ class Keystore:
     # -- persistence ---------------------------------------------------------------
 
     def save(self) -> None:
-        """Seal the whole state and replace the file atomically. Call with :attr:`lock` held."""
+        """Seal the whole state and replace the file atomically. Call with :attr:`lock` held.
+
+        The audit trail's checkpoint rides along (see :meth:`track_audit`).
+        """
+        self._take_checkpoint()
         replace_private_file(self._path, _seal(self._root, self._to_doc()))
         self._signature = _signature(self._path)
+
+    def track_audit(self, source: Callable[[], Checkpoint | None]) -> None:
+        """Seal ``source()`` (the audit trail's checkpoint) with every save."""
+        self._audit_source = source
+
+    def save_audit_checkpoint(self) -> bool:
+        """Save if the audit trail went past the sealed checkpoint; True if it did.
+
+        For the moments no change of state saves anyway: every so many audit
+        lines, and when the service closes.
+        """
+        with self.lock:
+            if not self._take_checkpoint():
+                return False
+            replace_private_file(self._path, _seal(self._root, self._to_doc()))
+            self._signature = _signature(self._path)
+            return True
+
+    def _take_checkpoint(self) -> bool:
+        """Adopt the audit trail's checkpoint if it is further on; never go back."""
+        if self._audit_source is None:
+            return False
+        checkpoint = self._audit_source()
+        if checkpoint is None:
+            return False
+        current = self.audit_checkpoint
+        if current is not None and checkpoint.lines <= current.lines:
+            return False
+        self.audit_checkpoint = checkpoint
+        return True
 
     def _reload_if_changed(self) -> None:
         """Under the ``flock``: load the file again if another process replaced it."""
@@ -527,6 +595,9 @@ class Keystore:
             "aliases": [a.to_doc() for a in self.aliases.values()],
             "grants": [g.to_doc() for g in self.grants.values()],
             "access_keys": [a.to_doc() for a in self.access_keys.values()],
+            "audit_checkpoint": (
+                None if self.audit_checkpoint is None else self.audit_checkpoint.to_doc()
+            ),
         }
 
     # -- names ---------------------------------------------------------------------
@@ -666,9 +737,13 @@ def _read_legacy(path: Path, root: AESGCM) -> tuple[str, list[KeyVersion]] | Non
 
 
 def _initial_doc(
-    region: str, now: float, legacy: tuple[str, list[KeyVersion]] | None
+    region: str,
+    account_id: str | None,
+    now: float,
+    legacy: tuple[str, list[KeyVersion]] | None,
 ) -> dict[str, Any]:
-    account_id = str(secrets.randbelow(9 * 10**11) + 10**11)
+    if account_id is None:
+        account_id = str(secrets.randbelow(9 * 10**11) + 10**11)
     if legacy is not None:
         owned_id, versions = legacy
         for version in versions:

@@ -69,7 +69,7 @@ from sealmq.kms.core import (
     default_key_policy,
 )
 from sealmq.kms.errors import KmsError
-from sealmq.kms.keystore import DEFAULT_REGION, KIND_SEALED, KeyRecord, Keystore
+from sealmq.kms.keystore import DEFAULT_REGION, KIND_SEALED, KeyRecord, Keystore, KeystoreError
 from sealmq.kms.ops_aliases import AliasOperations
 from sealmq.kms.ops_crypto import CryptoOperations
 from sealmq.kms.ops_grants import GrantOperations
@@ -148,8 +148,17 @@ class KeyService(KeyOperations, AliasOperations, CryptoOperations, GrantOperatio
         return self._audit
 
     def close(self) -> None:
-        """Close the audit trail (the keystore needs no closing: every change is on disk)."""
-        if self._audit is not None:
+        """Seal the audit trail's checkpoint in the keystore, then close the trail.
+
+        (The keystore needs no closing: every change is on disk.)
+        """
+        if self._audit is None:
+            return
+        try:
+            self._ks.save_audit_checkpoint()
+        except (OSError, KeystoreError):
+            log.exception("key service: cannot checkpoint the audit trail")
+        finally:
             self._audit.close()
 
     def __enter__(self) -> KeyService:
@@ -316,6 +325,7 @@ def open_key_service(
     data_dir: Path,
     *,
     region: str = DEFAULT_REGION,
+    account_id: str | None = None,
     min_pending_window_days: int = 7,
     clock: Callable[[], float] = time.time,
     audit_fsync: bool = True,
@@ -325,10 +335,16 @@ def open_key_service(
     Keys in ``<data_dir>/keys`` (shared with, and migrated from, the folder
     :class:`~sealmq.kms.local.LocalKeyService` used), audit trail in
     ``<data_dir>/audit/kms.jsonl``, the admin's access key in
-    ``<data_dir>/credentials`` ([default] profile, 0600).
+    ``<data_dir>/credentials`` ([default] profile, 0600). ``region`` and
+    ``account_id`` (None: generated) are fixed when the folder is first used; a
+    later call naming others raises :class:`~sealmq.kms.keystore.KeystoreError`.
     """
     data_dir = Path(data_dir)
-    keystore = Keystore.open(data_dir / "keys", region=region, clock=clock)
+    keystore = Keystore.open(data_dir / "keys", region=region, account_id=account_id, clock=clock)
     keystore.write_credentials_file(data_dir / "credentials")
-    audit = AuditLog(data_dir / "audit" / "kms.jsonl", fsync=audit_fsync)
+    audit = AuditLog(
+        data_dir / "audit" / "kms.jsonl",
+        fsync=audit_fsync,
+        checkpoint=keystore.audit_checkpoint,
+    )
     return KeyService(keystore, audit, min_pending_window_days=min_pending_window_days, clock=clock)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sealmq.kms.ciphertext import parse_header
 from sealmq.kms.service import open_key_service
 from tests.cli.support import cli, cli_json, cli_process
 
@@ -140,6 +141,137 @@ def test_verify_audit_finds_an_edited_line(data: str) -> None:
     trail.write_bytes(trail.read_bytes().replace(b"CreateKey", b"CreateKez", 1))
     result = cli("kms", "verify-audit", "--data-dir", data)
     assert result.returncode == 1 and "is broken at line 2" in result.stderr
+
+
+def _trail(data: str) -> tuple[Path, list[bytes]]:
+    trail = Path(data) / "audit" / "kms.jsonl"
+    return trail, trail.read_bytes().splitlines(keepends=True)
+
+
+def _broken_at(data: str, *args: str) -> str:
+    result = cli("kms", "verify-audit", *args, "--data-dir", data)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    return result.stderr
+
+
+def test_verify_audit_finds_a_deleted_last_line_with_no_head_given(data: str) -> None:
+    for _ in range(3):
+        kms(data, "create-key")
+    verified = kms(data, "verify-audit")
+    assert verified["Valid"] is True and verified["CheckpointLines"] == verified["Lines"] == 3
+    trail, lines = _trail(data)
+    trail.write_bytes(b"".join(lines[:-1]))
+    said = _broken_at(data)
+    assert "is broken at line 3" in said and "checkpointed 3 lines" in said
+    # Running verify-audit (or anything else) on the cut trail never moves the checkpoint back.
+    assert "is broken at line 3" in _broken_at(data)
+
+
+def test_verify_audit_finds_a_deleted_middle_line(data: str) -> None:
+    for _ in range(3):
+        kms(data, "create-key")
+    trail, lines = _trail(data)
+    trail.write_bytes(b"".join([lines[0], *lines[2:]]))
+    assert "is broken at line 2" in _broken_at(data)
+
+
+def test_verify_audit_with_a_wrong_expected_head(data: str) -> None:
+    kms(data, "create-key")
+    verified = kms(data, "verify-audit")
+    said = _broken_at(data, "--expected-head", "0" * 64)
+    assert f"is broken at line {verified['Lines'] + 1}" in said and "expected head" in said
+    assert kms(data, "verify-audit", "--expected-head", verified["Head"])["Valid"] is True
+
+
+def test_verify_audit_finds_a_trail_cut_under_a_running_service(data: str) -> None:
+    service = open_key_service(Path(data))
+    try:
+        key = service.call("CreateKey", {})["KeyMetadata"]["KeyId"]
+        for _ in range(3):
+            service.call("Encrypt", {"KeyId": key, "Plaintext": b"x"})
+        service.call("CreateAlias", {"AliasName": "alias/running", "TargetKeyId": key})
+        # CreateAlias sealed a checkpoint of the 4 lines before it; then the tail is cut.
+        trail, lines = _trail(data)
+        assert len(lines) == 5
+        trail.write_bytes(b"".join(lines[:3]))
+        service.call("Encrypt", {"KeyId": key, "Plaintext": b"x"})  # notices, says so
+    finally:
+        service.close()
+    said = _broken_at(data)
+    assert "is broken at line 4" in said
+    event = json.loads(_trail(data)[1][3])
+    assert "shrank" in event["additionalEventData"]["auditTrailDamage"][0]
+
+
+def test_create_alias_then_describe_and_rotate_then_a_new_version(data: str) -> None:
+    key = kms(data, "create-key")["KeyMetadata"]["KeyId"]
+    assert kms(data, "create-alias", "--alias-name", "alias/by-cli", "--target-key-id", key) is None
+    described = kms(data, "describe-key", "--key-id", "alias/by-cli")["KeyMetadata"]
+    assert described["KeyId"] == key
+    before = described["CurrentKeyMaterialId"]
+    assert kms(data, "rotate-key", "--key-id", key)["KeyId"].endswith(key)
+    after = kms(data, "describe-key", "--key-id", key)["KeyMetadata"]["CurrentKeyMaterialId"]
+    assert after != before
+    with open_key_service(Path(data)) as service:
+        rotations = service.call("ListKeyRotations", {"KeyId": key})["Rotations"]
+        blob = service.call("Encrypt", {"KeyId": key, "Plaintext": b"x"})["CiphertextBlob"]
+    assert [r["RotationType"] for r in rotations] == ["ON_DEMAND"]
+    assert rotations[0]["KeyMaterialId"] == after
+    assert parse_header(blob).version == 2
+
+
+def _config(tmp_path: Path, data: str, kms_lines: str) -> str:
+    path = tmp_path / f"sealmq-{len(list(tmp_path.glob('*.toml')))}.toml"
+    path.write_text(f"data_dir = {data!r}\n[kms]\n{kms_lines}\n")
+    return str(path)
+
+
+def test_a_shorter_pending_window_from_the_config(data: str, tmp_path: Path) -> None:
+    short = _config(tmp_path, data, "min_pending_window_days = 1")
+    key = cli_json("kms", "create-key", "--config", short)["KeyMetadata"]["KeyId"]
+    scheduled = cli_json(
+        "kms",
+        "schedule-key-deletion",
+        "--key-id",
+        key,
+        "--pending-window-in-days",
+        "1",
+        "--config",
+        short,
+    )
+    assert scheduled["KeyState"] == "PendingDeletion" and scheduled["PendingWindowInDays"] == 1
+    # KMS's own minimum, 7 days, when the config does not lower it.
+    other = cli_json("kms", "create-key", "--config", _config(tmp_path, data, ""))
+    for config in (
+        _config(tmp_path, data, ""),
+        _config(tmp_path, data, "min_pending_window_days = 7"),
+    ):
+        result = cli(
+            "kms",
+            "schedule-key-deletion",
+            "--key-id",
+            other["KeyMetadata"]["KeyId"],
+            "--pending-window-in-days",
+            "6",
+            "--config",
+            config,
+        )
+        assert result.returncode == 1 and "ValidationException" in result.stderr, result.stderr
+    # 0 is no window at all: the configuration is refused, naming the key.
+    result = cli(
+        "kms", "list-keys", "--config", _config(tmp_path, data, "min_pending_window_days = 0")
+    )
+    assert result.returncode == 2 and "kms.min_pending_window_days" in result.stderr
+
+
+def test_a_region_other_than_the_key_services_is_refused(data: str, tmp_path: Path) -> None:
+    made = cli_json(
+        "kms", "create-key", "--config", _config(tmp_path, data, 'region = "eu-west-1"')
+    )
+    assert made["KeyMetadata"]["Arn"].startswith("arn:aws:kms:eu-west-1:")
+    result = cli("kms", "list-keys", "--config", _config(tmp_path, data, 'region = "us-east-1"'))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "created for region eu-west-1" in result.stderr and "[kms] region" in result.stderr
 
 
 def test_a_real_process_prints_the_same(data: str) -> None:

@@ -62,6 +62,7 @@ def test_external_kms_and_kms_table(tmp_path: Path) -> None:
                 'kms_ca_bundle = "ca.pem"',
                 "[kms]",
                 'region = "eu-central-1"',
+                'account_id = "012345678901"',
                 "min_pending_window_days = 1",
                 'data_dir = "keys-here"',
             ]
@@ -71,7 +72,12 @@ def test_external_kms_and_kms_table(tmp_path: Path) -> None:
     assert enc.external and enc.kms_region == "eu-west-1" and enc.kms_profile == "prod"
     assert enc.kms_credentials_file == tmp_path / "creds"
     assert enc.kms_ca_bundle == tmp_path / "ca.pem"
-    assert settings.kms == KmsSettings("eu-central-1", 1, tmp_path / "keys-here")  # type: ignore[attr-defined]
+    assert settings.kms == KmsSettings(  # type: ignore[attr-defined]
+        region="eu-central-1",
+        account_id="012345678901",
+        min_pending_window_days=1,
+        data_dir=tmp_path / "keys-here",
+    )
     assert settings.kms_dir == tmp_path / "keys-here"  # type: ignore[attr-defined]
 
 
@@ -87,6 +93,7 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
                 'kms_credentials_file = "missing"',
                 "[kms]",
                 'region = "Mars"',
+                "account_id = 123456789012",
                 "min_pending_window_days = 0",
                 "colour = 1",
             ]
@@ -97,6 +104,8 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
     assert "other half" in found["encryption.kms_secret_access_key"]
     assert "file not found" in found["encryption.kms_credentials_file"]
     assert "region" in found["kms.region"]
+    assert "string of exactly 12 digits" in found["kms.account_id"]
+    assert "an integer" in found["kms.account_id"]
     assert "between 1 and 7" in found["kms.min_pending_window_days"]
     assert "unknown key" in found["kms.colour"]
 
@@ -108,3 +117,19 @@ def test_external_needs_a_customer_key_and_options_need_the_endpoint(tmp_path: P
     assert "required with kms_endpoint" in found["encryption.kms_key"]
     found = problems(tmp_path, '[encryption]\nkms_profile = "p"\n')
     assert "only used with encryption.kms_endpoint" in found["encryption.kms_profile"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['"12345678901"', '"1234567890123"', '"12345678901x"', '""', '"１２３４５６７８９０１２"'],
+)
+def test_an_account_id_is_twelve_digits(tmp_path: Path, value: str) -> None:
+    found = problems(tmp_path, f"[kms]\naccount_id = {value}\n")
+    assert list(found) == ["kms.account_id"]
+    assert "exactly 12 digits" in found["kms.account_id"]
+
+
+def test_no_account_id_means_one_is_generated(tmp_path: Path) -> None:
+    assert load(tmp_path, "[kms]\n").kms.account_id is None  # type: ignore[attr-defined]
+    settings = load(tmp_path, '[kms]\naccount_id = "000000000042"\n')
+    assert settings.kms.account_id == "000000000042"  # type: ignore[attr-defined]

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore import xform_name
 from botocore.exceptions import ClientError
 
-from sealmq.kms.audit import GENESIS_HASH, AuditLog, verify_audit
+from sealmq.kms import audit as audit_module
+from sealmq.kms.audit import DAMAGE_FIELD, GENESIS_HASH, AuditLog, Checkpoint, verify_audit
+from sealmq.kms.keystore import KEYSTORE_FILE
+from sealmq.kms.service import open_key_service
 from tests.kms.support import Kms, error_code
 
 CTX = {"broker": "b-1"}
@@ -86,7 +92,17 @@ def test_events_are_cloudtrail_shaped_and_hold_no_secrets(kms: Kms, admin: Any) 
     assert len(decrypt["eventID"]) == 36
     create = next(e for e in events if e["eventName"] == "CreateKey")
     assert create["readOnly"] is False and create["userIdentity"]["type"] == "Root"
-    assert create["responseElements"]["keyMetadata"]["keyId"]
+    key = create["responseElements"]["keyMetadata"]["keyId"]
+    assert key
+    for event in events:  # CloudTrail's eventTime: UTC, whole seconds
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", event["eventTime"]), event
+    encrypt = next(e for e in events if e["eventName"] == "Encrypt" and "errorCode" not in e)
+    assert encrypt["requestParameters"]["keyId"] == key
+    assert encrypt["requestParameters"]["encryptionContext"] == CTX
+    # CloudTrail names CreateAlias's key targetKeyId (and the key is in resources).
+    alias = next(e for e in events if e["eventName"] == "CreateAlias")
+    assert alias["requestParameters"] == {"aliasName": "alias/audited", "targetKeyId": key}
+    assert alias["resources"][0]["ARN"].endswith(f":key/{key}")
     failed = next(e for e in events if e.get("errorCode") == "InvalidCiphertextException")
     assert failed["eventName"] == "Decrypt" and "errorMessage" in failed
 
@@ -115,7 +131,7 @@ def test_the_chain_verifies_and_shows_edits(kms: Kms, admin: Any, tmp_path: Path
     check(lines[1:], 1)  # first line deleted
     check([*lines[:-1], lines[-1][:-10]], len(lines))  # torn last line
     check([*lines[:2], b"not json\n", *lines[2:]], 3)
-    # Cutting the tail is only visible against a head kept elsewhere.
+    # Without the key service's checkpoint, a cut tail shows only against a head kept elsewhere.
     with AuditLog(path) as log:
         head = log.head
     copy = tmp_path / "copy.jsonl"
@@ -142,3 +158,141 @@ def test_a_torn_tail_is_cut_on_reopen_and_reported(tmp_path: Path) -> None:
     last = json.loads(path.read_bytes().splitlines()[-1])
     assert last["additionalEventData"]["truncatedTailBytes"] == len(b'{"eventName": "Tor')
     assert oct(stat.S_IMODE(os.stat(path).st_mode)) == oct(0o600)
+
+
+def _log_of(path: Path, *names: str) -> AuditLog:
+    log = AuditLog(path)
+    for name in names:
+        log.record({"eventName": name})
+    return log
+
+
+def test_a_checkpoint_shows_a_cut_or_rewritten_tail(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "kms.jsonl"
+    with _log_of(path, "One", "Two", "Three") as log:
+        checkpoint = log.checkpoint()
+    assert checkpoint == Checkpoint(3, log.head)
+    assert verify_audit(path, checkpoint=checkpoint) == (True, None, "")
+    lines = path.read_bytes().splitlines(keepends=True)
+    with AuditLog(path) as log:  # lines written after the checkpoint are fine
+        log.record({"eventName": "Four"})
+    assert verify_audit(path, checkpoint=checkpoint) == (True, None, "")
+    path.write_bytes(b"".join(lines[:2]))  # the last checkpointed line deleted
+    ok, line, reason = verify_audit(path, checkpoint=checkpoint)
+    assert (ok, line) == (False, 3) and "cut" in reason
+    path.write_bytes(b"")
+    assert verify_audit(path, checkpoint=checkpoint)[:2] == (False, 1)
+    # A tail rewritten with its hashes recomputed keeps the chain but not the checkpoint.
+    path.write_bytes(b"".join(lines[:1]))
+    with AuditLog(path) as log:
+        log.record({"eventName": "Forged"})
+        log.record({"eventName": "Three"})
+    assert verify_audit(path) == (True, None, "")
+    ok, line, reason = verify_audit(path, checkpoint=checkpoint)
+    assert (ok, line) == (False, 3) and "rewritten" in reason
+    # A wrong expected head fails too, at the end.
+    path.write_bytes(b"".join(lines))
+    ok, line, _ = verify_audit(path, "f" * 64, checkpoint=checkpoint)
+    assert (ok, line) == (False, 4)
+
+
+def test_a_trail_shrinking_under_a_running_log_is_logged_and_written_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit" / "kms.jsonl"
+    log = _log_of(path, "One", "Two", "Three")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]))  # someone cuts the last line
+    with caplog.at_level(logging.ERROR, logger="sealmq.kms.audit"):
+        assert log.checkpoint() == Checkpoint(3, log.head)  # not seen yet: nothing read
+        log.record({"eventName": "Four"})
+        assert log.checkpoint() == Checkpoint(3, log.head)  # the note is written: checkpoints go on
+    log.close()
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert "shrank" in caplog.records[0].getMessage()
+    last = json.loads(path.read_bytes().splitlines()[-1])
+    assert last["eventName"] == "Four" and "shrank" in last["additionalEventData"][DAMAGE_FIELD][0]
+    # The chain itself continues from the true last line; the note fails verification.
+    ok, line, reason = verify_audit(path)
+    assert (ok, line) == (False, 3) and "damaged" in reason
+
+
+def test_opening_a_trail_shorter_than_its_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit" / "kms.jsonl"
+    with _log_of(path, "One", "Two", "Three") as log:
+        checkpoint = log.checkpoint()
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]))
+    with caplog.at_level(logging.ERROR, logger="sealmq.kms.audit"):
+        log = AuditLog(path, checkpoint=checkpoint)
+    assert "cut" in caplog.records[0].getMessage()
+    assert log.checkpoint() is None  # vouches for nothing until the damage is written down
+    log.record({"eventName": "Next"})
+    log.close()
+    damage = json.loads(path.read_bytes().splitlines()[-1])["additionalEventData"][DAMAGE_FIELD]
+    assert "checkpointed 3" in damage[0]
+
+
+def test_the_service_seals_its_checkpoint_on_save_and_close(tmp_path: Path) -> None:
+    with open_key_service(tmp_path, audit_fsync=False) as service:
+        key = service.call("CreateKey", {})["KeyMetadata"]["KeyId"]
+        # CreateKey saved the keystore before its own line was written.
+        assert service.keystore.audit_checkpoint == Checkpoint(0, GENESIS_HASH)
+        sealed = (tmp_path / "keys" / KEYSTORE_FILE).stat()
+        for _ in range(5):
+            service.call("Encrypt", {"KeyId": key, "Plaintext": b"x"})
+        # The hot path writes no sealed file.
+        assert (tmp_path / "keys" / KEYSTORE_FILE).stat().st_mtime_ns == sealed.st_mtime_ns
+        audit = service.audit_log
+        assert audit is not None
+        head = audit.head
+    with open_key_service(tmp_path) as service:
+        assert service.keystore.audit_checkpoint == Checkpoint(6, head)
+        # Reopening with nothing written does not move it back or forth.
+    with open_key_service(tmp_path) as service:
+        assert service.keystore.audit_checkpoint == Checkpoint(6, head)
+    trail = tmp_path / "audit" / "kms.jsonl"
+    assert verify_audit(trail, checkpoint=Checkpoint(6, head)) == (True, None, "")
+
+
+def test_a_cut_trail_does_not_move_the_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_key_service(tmp_path, audit_fsync=False) as service:
+        for _ in range(4):
+            service.call("GenerateRandom", {"NumberOfBytes": 8})
+    trail = tmp_path / "audit" / "kms.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    trail.write_bytes(b"".join(lines[:3]))
+    with (
+        caplog.at_level(logging.ERROR, logger="sealmq.kms.audit"),
+        open_key_service(tmp_path) as service,
+    ):
+        checkpoint = service.keystore.audit_checkpoint
+        assert checkpoint is not None and checkpoint.lines == 4
+        for _ in range(3):  # past the old checkpoint: the first line says what was found
+            service.call("GenerateRandom", {"NumberOfBytes": 8})
+    assert any("checkpointed 4" in r.getMessage() for r in caplog.records)
+    ok, line, reason = verify_audit(trail, checkpoint=checkpoint)
+    assert (ok, line) == (False, 4), reason
+    # The checkpoint moved on once the damage was written down; the note keeps failing.
+    with open_key_service(tmp_path) as service:
+        later = service.keystore.audit_checkpoint
+    assert later is not None and later.lines == 6
+    ok, line, reason = verify_audit(trail, checkpoint=later)
+    assert (ok, line) == (False, 4) and "damaged" in reason
+
+
+def test_busy_services_checkpoint_every_so_many_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_module, "CHECKPOINT_LINES", 5)
+    with open_key_service(tmp_path, audit_fsync=False) as service:
+        for _ in range(4):
+            service.call("GenerateRandom", {"NumberOfBytes": 8})
+        assert service.keystore.audit_checkpoint is None
+        service.call("GenerateRandom", {"NumberOfBytes": 8})
+        assert service.keystore.audit_checkpoint is not None
+        assert service.keystore.audit_checkpoint.lines == 5

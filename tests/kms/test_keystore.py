@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sealmq.kms.audit import Checkpoint
 from sealmq.kms.clients import RemoteKeyProvider, ServiceKeyProvider
 from sealmq.kms.keystore import KEYSTORE_FILE, LOCK_FILE, ROOT_KEY_FILE, Keystore, KeystoreError
 from sealmq.kms.local import LocalKeyService
@@ -126,8 +127,64 @@ def test_a_damaged_keystore_is_refused(tmp_path: Path) -> None:
 def test_region_and_account_are_chosen_once(tmp_path: Path) -> None:
     made = Keystore.open(tmp_path, region="eu-west-1")
     assert made.region == "eu-west-1" and len(made.account_id) == 12
-    again = Keystore.open(tmp_path, region="us-east-1")
+    assert made.account_id.isdigit() and not made.account_id.startswith("0")
+    again = Keystore.open(tmp_path, region="eu-west-1")
     assert again.region == "eu-west-1" and again.account_id == made.account_id
+    # Naming its own account id is fine; another region or account id is refused.
+    assert Keystore.open(tmp_path, region="eu-west-1", account_id=made.account_id)
+    with pytest.raises(KeystoreError, match=r"created for region eu-west-1.*\[kms\] region"):
+        Keystore.open(tmp_path, region="us-east-1")
+    other = "000000000000" if made.account_id != "000000000000" else "111111111111"
+    with pytest.raises(
+        KeystoreError, match=rf"created for account {made.account_id}.*\[kms\] account_id"
+    ):
+        Keystore.open(tmp_path, region="eu-west-1", account_id=other)
+
+
+def test_an_account_id_chosen_at_creation(tmp_path: Path) -> None:
+    with open_key_service(tmp_path, account_id="012345678901") as service:
+        assert service.account_id == "012345678901"
+        meta = service.call("CreateKey", {})["KeyMetadata"]
+        assert meta["AWSAccountId"] == "012345678901"
+        assert meta["Arn"].startswith("arn:aws:kms:us-east-1:012345678901:key/")
+        assert service.admin_principal == "arn:aws:iam::012345678901:root"
+    with open_key_service(tmp_path) as service:  # not named later: kept
+        assert service.account_id == "012345678901"
+    with pytest.raises(KeystoreError, match=r"012345678901.*111122223333"):
+        open_key_service(tmp_path, account_id="111122223333")
+    for bad in (
+        "12345678901",
+        "1234567890123",
+        "12345678901a",
+        "123456789012\n",
+        "１２３４５６７８９０１２",
+    ):
+        with pytest.raises(KeystoreError, match="12 digits"):
+            Keystore.open(tmp_path / "other", account_id=bad)
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_audit_checkpoint_is_sealed_with_the_state(tmp_path: Path) -> None:
+    keystore = Keystore.open(tmp_path)
+    assert keystore.audit_checkpoint is None
+    keystore.track_audit(lambda: Checkpoint(7, "ab" * 32))
+    with keystore.lock:
+        keystore.save()
+    sealed = (tmp_path / KEYSTORE_FILE).read_bytes()
+    assert b"ab" * 32 not in sealed
+    assert Keystore.open(tmp_path).audit_checkpoint == Checkpoint(7, "ab" * 32)
+    # Never moved back: a process that saw fewer lines keeps the further checkpoint.
+    behind = Keystore.open(tmp_path)
+    behind.track_audit(lambda: Checkpoint(3, "cd" * 32))
+    assert behind.save_audit_checkpoint() is False
+    with behind.lock:
+        behind.save()
+    assert Keystore.open(tmp_path).audit_checkpoint == Checkpoint(7, "ab" * 32)
+    ahead = Keystore.open(tmp_path)
+    ahead.track_audit(lambda: Checkpoint(9, "ef" * 32))
+    assert ahead.save_audit_checkpoint() is True
+    assert ahead.save_audit_checkpoint() is False  # nothing new: no write
+    assert Keystore.open(tmp_path).audit_checkpoint == Checkpoint(9, "ef" * 32)
 
 
 def test_credentials_file_works_with_botocore(kms: Kms) -> None:

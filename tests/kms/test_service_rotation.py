@@ -78,3 +78,31 @@ def test_on_demand_rotations_are_limited(kms: Kms, admin: Any, key: str) -> None
     assert rotations["Truncated"] and len(rotations["Rotations"]) == 10
     blob = admin.encrypt(KeyId=key, Plaintext=b"x")["CiphertextBlob"]
     assert parse_header(blob).version == 26
+
+
+def test_the_service_managed_key_rotates_every_year(kms: Kms, admin: Any) -> None:
+    managed = kms.service.service_managed_key()["KeyId"]
+    via_mq = kms.service.service_caller()
+    ctx = {"broker": "b-1"}
+    old = kms.service.call(
+        "Encrypt",
+        {"KeyId": "alias/aws/mq", "Plaintext": b"last year", "EncryptionContext": ctx},
+        via_mq,
+    )["CiphertextBlob"]
+    status = admin.get_key_rotation_status(KeyId=managed)
+    assert status["KeyRotationEnabled"] is True and status["RotationPeriodInDays"] == 365
+    assert admin.list_key_rotations(KeyId=managed)["Rotations"] == []
+    kms.clock.advance(366 * DAY)
+    rotations = admin.list_key_rotations(KeyId=managed)["Rotations"]
+    assert [r["RotationType"] for r in rotations] == ["AUTOMATIC"]
+    assert rotations[0]["KeyId"].endswith(managed)
+    new = kms.service.call("Encrypt", {"KeyId": "alias/aws/mq", "Plaintext": b"this year"}, via_mq)[
+        "CiphertextBlob"
+    ]
+    assert parse_header(old).version == 1 and parse_header(new).version == 2
+    decrypted = kms.service.call(
+        "Decrypt", {"CiphertextBlob": old, "EncryptionContext": ctx}, via_mq
+    )["Plaintext"]
+    assert decrypted == b"last year"
+    status = admin.get_key_rotation_status(KeyId=managed)
+    assert status["NextRotationDate"].timestamp() > kms.clock() + 360 * DAY

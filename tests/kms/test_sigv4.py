@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from typing import Any
 
@@ -15,11 +16,20 @@ from sealmq.kms.errors import KmsError
 from sealmq.kms.sigv4 import verify_request
 from tests.kms.support import Kms, kms_error, post, sign
 
+# KMS, a JSON 1.1 service, answers every authentication failure with HTTP 400 and
+# the JSON error shape (as DynamoDB and Kinesis do; only REST services such as
+# Glacier use 403).
+
 
 def test_unknown_access_key(kms: Kms) -> None:
     client = kms.client("AKIAUNKNOWNUNKNOWN00", "x" * 40)
     with kms_error("UnrecognizedClientException", "security token"):
         client.list_keys()
+    headers, body = sign(kms, "ListKeys", {}, access_key_id="AKIAUNKNOWNUNKNOWN00", secret="x" * 40)
+    status, response_headers, answer = post(kms, headers, body)
+    assert status == 400 and answer["__type"] == "UnrecognizedClientException"
+    assert set(answer) == {"__type", "message"} and "security token" in answer["message"]
+    assert response_headers["Content-Type"] == "application/x-amz-json-1.1"
 
 
 def test_wrong_secret(kms: Kms) -> None:
@@ -39,6 +49,9 @@ def test_stale_or_future_dates(kms: Kms, admin: Any, skew: float, message: str) 
     kms.wire_skew = skew
     with kms_error("InvalidSignatureException", message):
         admin.list_keys()
+    status, _, answer = post(kms, *sign(kms, "ListKeys", {}))
+    assert status == 400 and answer["__type"] == "InvalidSignatureException"
+    assert set(answer) == {"__type", "message"} and answer["message"].startswith(message)
     kms.wire_skew = skew * 14 / 16  # within 15 minutes
     admin.list_keys()
 
@@ -120,6 +133,28 @@ def test_unsigned_extra_headers_do_not_matter(kms: Kms) -> None:
     headers, body = sign(kms, "ListKeys", {})
     status, _, _ = post(kms, {**headers, "X-Extra": "added later"}, body)
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "path"),
+    [("[", "/"), ("[::1", "/"), (None, "/%zz"), (None, "/%ff%fe?%zz=%")],
+)
+def test_a_malformed_host_or_path_is_refused_not_dropped(
+    kms: Kms, caplog: pytest.LogCaptureFixture, host: str | None, path: str
+) -> None:
+    """A signed request botocore cannot even canonicalize gets the KMS error shape."""
+    headers, body = sign(kms, "ListKeys", {})
+    if host is not None:
+        headers = {**headers, "Host": host}
+    before = len(kms.audit())
+    with caplog.at_level(logging.WARNING):
+        status, _, answer = post(kms, headers, body, path=path)
+    assert status == 400, answer
+    assert set(answer) == {"__type", "message"}
+    assert answer["__type"] in ("InvalidSignatureException", "UnknownOperationException")
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+    [event] = kms.audit()[before:]
+    assert event["eventName"] == "ListKeys" and event["errorCode"] == answer["__type"]
 
 
 def test_refusals_are_audited_with_the_claimed_key(kms: Kms) -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
+import pytest
+
+from sealmq.kms import wire
+from sealmq.kms.keystore import KeystoreError
 from tests.kms.support import Kms, post, sign
 
 
@@ -59,3 +64,48 @@ def test_an_unexpected_failure_is_an_internal_error_without_detail(
     assert status == 500 and answer["__type"] == "KMSInternalException"
     assert "secret" not in json.dumps(answer)
     assert kms.audit()[-1]["errorCode"] == "KMSInternalException"
+
+
+def test_a_body_too_deep_to_decode_is_a_serialization_error(
+    kms: Kms, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b"[" * 200_000  # json.loads raises RecursionError, not ValueError
+    headers, _ = sign(kms, "ListKeys", body)
+    with caplog.at_level(logging.WARNING, logger="sealmq.kms.wire"):
+        status, _, answer = post(kms, headers, body)
+    assert status == 400 and answer["__type"] == "SerializationException"
+    assert set(answer) == {"__type", "message"}
+    assert kms.audit()[-1]["errorCode"] == "SerializationException"
+    [record] = caplog.records
+    assert record.exc_info is None and "RecursionError" in record.getMessage()
+
+
+def test_any_failure_of_verification_is_a_refusal(
+    kms: Kms, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("Invalid IPv6 URL")
+
+    monkeypatch.setattr(wire, "verify_request", broken)
+    headers, body = sign(kms, "Decrypt", {})
+    with caplog.at_level(logging.WARNING, logger="sealmq.kms.wire"):
+        status, _, answer = post(kms, headers, body)
+    assert status == 400 and answer["__type"] == "InvalidSignatureException"
+    assert set(answer) == {"__type", "message"} and "IPv6" not in answer["message"]
+    event = kms.audit()[-1]
+    assert event["eventName"] == "Decrypt" and event["errorCode"] == "InvalidSignatureException"
+    assert event["userIdentity"]["accessKeyId"] == kms.service.keystore.admin_access_key_id
+    [record] = caplog.records
+    assert record.exc_info is None and "ValueError: Invalid IPv6 URL" in record.getMessage()
+
+
+def test_an_unreadable_keystore_while_verifying_is_an_internal_error(
+    kms: Kms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeystoreError("kms.sealed cannot be unsealed with this root key")
+
+    monkeypatch.setattr(wire, "verify_request", broken)
+    status, _, answer = post(kms, *sign(kms, "ListKeys", {}))
+    assert status == 500 and answer["__type"] == "KMSInternalException"
+    assert set(answer) == {"__type", "message"} and "sealed" not in answer["message"]
