@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import ssl
-from email.utils import formatdate
+import time
 
 from sealmq.kms.wire import HttpResponse, WireHandler
 
@@ -51,6 +51,16 @@ _REASONS = {
     500: "Internal Server Error",
     505: "HTTP Version Not Supported",
 }
+
+
+def _http_date() -> str:
+    """Now as an HTTP ``Date`` (RFC 7231 IMF-fixdate), without importing ``email``."""
+    now = time.gmtime()
+    day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[now.tm_wday]
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[
+        now.tm_mon - 1
+    ]
+    return f"{day}, {now.tm_mday:02d} {month} {now.tm_year} {time.strftime('%H:%M:%S', now)} GMT"
 
 
 class _BadRequest(Exception):
@@ -233,7 +243,7 @@ async def _send(writer: asyncio.StreamWriter, response: HttpResponse, *, keep_al
     lines += [f"{name}: {value}" for name, value in response.headers]
     lines += [
         f"Content-Length: {len(response.body)}",
-        f"Date: {formatdate(usegmt=True)}",
+        f"Date: {_http_date()}",
         f"Connection: {'keep-alive' if keep_alive else 'close'}",
     ]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)

@@ -12,6 +12,7 @@ access key, or a session token: this service issues none) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -19,11 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from botocore.auth import SigV4Auth  # type: ignore[import-untyped, unused-ignore]
-from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped, unused-ignore]
-from botocore.compat import HTTPHeaders  # type: ignore[import-untyped, unused-ignore]
-from botocore.credentials import Credentials  # type: ignore[import-untyped, unused-ignore]
 
 from sealmq.kms.errors import KmsError
 
@@ -43,19 +39,33 @@ class Verified:
     principal: str
 
 
-class _Verifier(SigV4Auth):  # type: ignore[misc, unused-ignore]
-    """botocore's SigV4 with the header list taken from the request, not chosen by us."""
+@functools.cache
+def _botocore() -> tuple[Any, Any, Any]:
+    """``(verifier class, AWSRequest, Credentials)``, botocore imported on first use.
 
-    def __init__(self, credentials: Any, service: str, region: str, signed: list[str]) -> None:
-        super().__init__(credentials, service, region)
-        self._signed = signed
+    botocore and what it pulls in (urllib3, dateutil, email) cost several MiB of
+    memory: a broker whose kms listener is never called does not pay for them.
+    """
+    from botocore.auth import SigV4Auth  # type: ignore[import-untyped, unused-ignore]
+    from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped, unused-ignore]
+    from botocore.compat import HTTPHeaders  # type: ignore[import-untyped, unused-ignore]
+    from botocore.credentials import Credentials  # type: ignore[import-untyped, unused-ignore]
 
-    def headers_to_sign(self, request: Any) -> Any:
-        selected = HTTPHeaders()
-        for name in self._signed:
-            for value in request.headers.get_all(name) or []:
-                selected[name] = value
-        return selected
+    class Verifier(SigV4Auth):  # type: ignore[misc, unused-ignore]
+        """botocore's SigV4 with the header list taken from the request, not chosen by us."""
+
+        def __init__(self, credentials: Any, service: str, region: str, signed: list[str]) -> None:
+            super().__init__(credentials, service, region)
+            self._signed = signed
+
+        def headers_to_sign(self, request: Any) -> Any:
+            selected = HTTPHeaders()
+            for name in self._signed:
+                for value in request.headers.get_all(name) or []:
+                    selected[name] = value
+            return selected
+
+    return Verifier, AWSRequest, Credentials
 
 
 def _incomplete(message: str) -> KmsError:
@@ -169,16 +179,24 @@ def verify_request(
         raise KmsError("InvalidSignatureException", "The body does not match X-Amz-Content-SHA256.")
     if not _SIGNATURE.match(signature):
         raise KmsError("InvalidSignatureException", "The request signature is malformed.")
-    request = AWSRequest(
+    verifier, aws_request, credentials = _botocore()
+    request = aws_request(
         method=method,
         url=f"https://{headers['host']}{target}",
         headers={name: headers[name] for name in signed},
         data=body,
     )
     request.context["timestamp"] = amz_date
-    signer = _Verifier(Credentials(access_key_id, secret), service, region, signed)
-    canonical = signer.canonical_request(request)
-    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    signer = verifier(credentials(access_key_id, secret), service, region, signed)
+    try:
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    except (ValueError, UnicodeError):
+        # No canonical request can be made of it (a Host of "[", a path that is not text).
+        raise KmsError(
+            "InvalidSignatureException",
+            "The request signature cannot be checked: its Host header or path is malformed.",
+        ) from None
     if not hmac.compare_digest(str(expected), signature):
         raise KmsError(
             "InvalidSignatureException",

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sealmq.kms.errors import KmsError
+from sealmq.kms.keystore import KeystoreError
 from sealmq.kms.service import Caller, KeyService
 from sealmq.kms.sigv4 import MAX_CLOCK_SKEW_SECONDS, verify_request
 
@@ -90,11 +91,16 @@ class WireHandler:
                 now=self._clock(),
                 max_skew=self._max_skew,
             )
-        except KmsError as exc:
+        except Exception as exc:
+            # Anything a request can make verification raise (a Host of "[" makes
+            # botocore's URL parsing fail) is a refusal, never a dropped connection.
+            error = exc if isinstance(exc, KmsError) else _unverifiable(exc, operation, peer)
             claimed = _claimed_access_key(headers.get("authorization", ""))
             caller = Caller("unknown", claimed, source_ip=peer, user_agent=user_agent)
-            self._service.record_refusal(operation or "Unknown", caller, exc, request_id=request_id)
-            return _error(exc, request_id)
+            self._service.record_refusal(
+                operation or "Unknown", caller, error, request_id=request_id
+            )
+            return _error(error, request_id)
         caller = Caller(
             verified.principal, verified.access_key_id, source_ip=peer, user_agent=user_agent
         )
@@ -104,9 +110,12 @@ class WireHandler:
                     "UnknownOperationException", "The action or operation requested is not valid."
                 )
             request = _decode(body)
-        except KmsError as exc:
-            self._service.record_refusal(operation or "Unknown", caller, exc, request_id=request_id)
-            return _error(exc, request_id)
+        except Exception as exc:
+            error = exc if isinstance(exc, KmsError) else _undecodable(exc, operation, peer)
+            self._service.record_refusal(
+                operation or "Unknown", caller, error, request_id=request_id
+            )
+            return _error(error, request_id)
         try:
             response = self._service.call(operation, request, caller, request_id=request_id)
         except KmsError as exc:
@@ -119,6 +128,36 @@ class WireHandler:
     def _lookup(self, access_key_id: str) -> tuple[str, str] | None:
         found = self._service.keystore.lookup_access_key(access_key_id)
         return None if found is None else (found.secret, found.principal)
+
+
+def _unverifiable(exc: Exception, operation: str, peer: str) -> KmsError:
+    if isinstance(exc, KeystoreError | OSError):  # our fault: the access keys cannot be read
+        log.error(
+            "key service wire: %s from %s: cannot check the signature: %.200s",
+            operation[:64] or "request",
+            peer,
+            exc,
+        )
+        return KmsError("KMSInternalException")
+    log.warning(
+        "key service wire: %s from %s: signature cannot be checked: %s: %.200s",
+        operation[:64] or "request",
+        peer,
+        type(exc).__name__,
+        exc,
+    )
+    return KmsError("InvalidSignatureException", "The request signature cannot be checked.")
+
+
+def _undecodable(exc: Exception, operation: str, peer: str) -> KmsError:
+    log.warning(
+        "key service wire: %s from %s: body cannot be decoded: %s: %.200s",
+        operation[:64] or "request",
+        peer,
+        type(exc).__name__,
+        exc,
+    )
+    return KmsError("SerializationException", "The request body cannot be decoded.")
 
 
 def _claimed_access_key(authorization: str) -> str | None:
