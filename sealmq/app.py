@@ -40,13 +40,14 @@ from sealmq.control.keys import (
     open_backend,
     save_record,
 )
+from sealmq.control.operations import open_embedded_service
 from sealmq.control.requests import REQUEST_SIGNAL, run_pending_requests
 from sealmq.control.state import RUNNING, RunLock
 from sealmq.control.supervisor import BrokerNotServingError, Supervisor, key_unavailable_reason
 from sealmq.core.broker import Broker, Policy
 from sealmq.core.security import Authenticator, UserRecord, generate_password, hash_password
 from sealmq.kms.server import KmsServer
-from sealmq.kms.service import KeyService, open_key_service
+from sealmq.kms.service import KeyService
 from sealmq.kms.wire import WireHandler
 from sealmq.net.server import Listener, Listeners
 from sealmq.net.tls import ReloadableContext, ensure_certificates
@@ -429,11 +430,8 @@ async def start(settings: Settings) -> RunningBroker:
     try:
         wants_kms = settings.listener("kms") or settings.listener("kms", tls=False)
         if not settings.encryption.external or wants_kms:
-            service = open_key_service(
-                _private_dir(settings.kms_dir),
-                region=settings.kms.region,
-                min_pending_window_days=settings.kms.min_pending_window_days,
-            )
+            _private_dir(settings.kms_dir)
+            service = open_embedded_service(settings)
         backend = open_backend(settings, service)
         record, created = backend.open_broker(data_dir, settings.encryption.kms_key)
         if created:
@@ -445,9 +443,10 @@ async def start(settings: Settings) -> RunningBroker:
         factory = _ServingFactory(settings, record, provider, tls)
         cache_seconds = settings.encryption.data_key_cache_seconds
         key_text = record.describe()
+        checker = backend.checker(record)
 
         def check_access() -> None:
-            check_key_access(provider, record.broker_id, key_text)
+            check_key_access(checker, record.broker_id, key_text)
 
         supervisor = Supervisor(
             data_dir=data_dir,

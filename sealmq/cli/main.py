@@ -75,11 +75,18 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(level: str, *, stream: TextIO = sys.stdout) -> None:
+    """``level`` for sealmq's own loggers; libraries log at INFO at most.
+
+    botocore at DEBUG logs whole KMS responses, data-key plaintexts included: the
+    configured level must never reach other packages' loggers.
+    """
+    wanted = getattr(logging, level.upper())
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
+        level=max(wanted, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=stream,
     )
+    logging.getLogger("sealmq").setLevel(wanted)
 
 
 def _install_loop() -> None:

@@ -99,6 +99,15 @@ KIND_OWNED = "owned"
 KIND_CUSTOMER = "customer"
 KIND_EXTERNAL = "external"
 
+#: The key check's requests to an external key service: one attempt each (the check
+#: retries on its own, :func:`check_key_access`), connected within this many seconds
+#: and answered within :data:`CHECK_READ_TIMEOUT`; so a service that hangs is given
+#: up on within 3 x (2 + 5) + 1.5 seconds, not botocore's 3 x 3 x (5 + 10).
+CHECK_CONNECT_TIMEOUT = 2.0
+#: Seconds for an external key service to answer one request of the key check (AWS
+#: KMS answers GenerateDataKey and Decrypt in milliseconds).
+CHECK_READ_TIMEOUT = 5.0
+
 #: KMS errors worth retrying within the budget (the service's own faults, throttling).
 _TRANSIENT_CODES = frozenset({"KMSInternalException", "ThrottlingException", "DependencyTimeout"})
 
@@ -262,6 +271,13 @@ class KeyBackend(ABC):
     @abstractmethod
     def provider(self, record: BrokerRecord) -> KeyProvider:
         """The store's key provider, calling as the broker's storage principal."""
+
+    def checker(self, record: BrokerRecord) -> KeyProvider:
+        """The provider :func:`check_key_access` proves access with: the store's by default.
+
+        Each of its calls must be bounded in time, for the check's retry budget to be.
+        """
+        return self.provider(record)
 
     @abstractmethod
     def restore_access(self, record: BrokerRecord) -> tuple[BrokerRecord, str]:
@@ -517,9 +533,21 @@ class ExternalKeys(KeyBackend):
         self.endpoint = enc.kms_endpoint
         self._settings = settings
         self._region = enc.kms_region or settings.kms.region
+        self._checkers: list[RemoteKeyProvider] = []
 
-    def _client_provider(self, key_id: str) -> RemoteKeyProvider:
+    def _client_provider(self, key_id: str, *, for_check: bool = False) -> RemoteKeyProvider:
         enc = self._settings.encryption
+        # The check's client: botocore's own retries (3 attempts) and timeouts (5 s
+        # connect, 10 s read) would otherwise hide inside each of the check's attempts.
+        bounded: dict[str, Any] = (
+            {
+                "max_attempts": 1,
+                "connect_timeout": CHECK_CONNECT_TIMEOUT,
+                "read_timeout": CHECK_READ_TIMEOUT,
+            }
+            if for_check
+            else {}
+        )
         return RemoteKeyProvider(
             self.endpoint,
             key_id,
@@ -530,6 +558,7 @@ class ExternalKeys(KeyBackend):
             profile=enc.kms_profile,
             # None: botocore's own choice (AWS_CA_BUNDLE, ca_bundle in ~/.aws/config, certifi).
             verify=str(enc.kms_ca_bundle) if enc.kms_ca_bundle is not None else None,
+            **bounded,
         )
 
     def _describe(self, ref: str) -> dict[str, Any]:
@@ -595,6 +624,16 @@ class ExternalKeys(KeyBackend):
 
     def provider(self, record: BrokerRecord) -> KeyProvider:
         return self._client_provider(record.kms_key_arn)
+
+    def checker(self, record: BrokerRecord) -> KeyProvider:
+        checker = self._client_provider(record.kms_key_arn, for_check=True)
+        self._checkers.append(checker)
+        return checker
+
+    def close(self) -> None:
+        checkers, self._checkers = self._checkers, []
+        for checker in checkers:
+            checker.close()
 
     def restore_access(self, record: BrokerRecord) -> tuple[BrokerRecord, str]:
         raise BrokerKeyError(

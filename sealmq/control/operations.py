@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,7 @@ def open_embedded_service(settings: Settings) -> KeyService:
     return open_key_service(
         settings.kms_dir,
         region=settings.kms.region,
+        account_id=settings.kms.account_id,
         min_pending_window_days=settings.kms.min_pending_window_days,
     )
 
@@ -199,6 +199,8 @@ def _remove_broker_files(data_dir: Path, kms_dir: Path) -> list[str]:
         if entry.name in keep:
             continue
         if entry.is_dir() and not entry.is_symlink():
+            import shutil  # only deletion needs it
+
             shutil.rmtree(entry)
         else:
             entry.unlink()

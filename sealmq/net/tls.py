@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -292,6 +291,8 @@ def _pem_file(data: bytes) -> Iterator[str]:
         finally:
             os.close(fd)
         return
+    import tempfile  # not on Linux: tempfile imports shutil, bz2, lzma
+
     with tempfile.TemporaryDirectory(prefix="sealmq-tls-") as folder:
         path = Path(folder) / "chain.pem"
         _write_file(path, data)
