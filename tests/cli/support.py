@@ -45,11 +45,12 @@ def write_kms_config(
     encryption: str = "",
     kms: str = "",
     extra: str = "",
+    mqtt_port: int | None = None,
 ) -> Path:
-    """A config for a process broker: STOMP (and optionally the kms listener) on 127.0.0.1.
+    """A config for a process broker: STOMP (and optionally kms, MQTT) on 127.0.0.1.
 
     ``encryption`` and ``kms`` are TOML lines for the ``[encryption]`` and ``[kms]``
-    tables; ``extra`` is appended at the end.
+    tables; ``extra`` is appended at the end; ``mqtt_port`` also serves MQTT over TLS.
     """
     lines = [
         f"data_dir = {str(data_dir)!r}",
@@ -57,7 +58,8 @@ def write_kms_config(
         "[listeners]",
         f"stomp = {stomp_port}",
         f"kms = {kms_port if kms_port is not None else 'false'}",
-        *(f"{name} = false" for name in ("amqp", "openwire", "wss", "console", "mqtt")),
+        f"mqtt = {mqtt_port if mqtt_port is not None else 'false'}",
+        *(f"{name} = false" for name in ("amqp", "openwire", "wss", "console")),
         "[[users]]",
         f"username = {USER!r}",
         f"password = {PASSWORD!r}",
@@ -124,6 +126,8 @@ class KeyBroker:
     process: BrokerProcess
     kms_text: str = ""
     extra: str = ""
+    #: The TLS MQTT port; 0 when MQTT is off (``make(mqtt=True)`` turns it on).
+    mqtt_port: int = 0
 
     @classmethod
     def make(
@@ -135,13 +139,19 @@ class KeyBroker:
         separate_kms_dir: bool = False,
         kms_listener: bool = True,
         extra: str = "",
+        mqtt: bool = False,
     ) -> KeyBroker:
+        """A configured, not yet started broker under ``folder``.
+
+        ``mqtt``: also serve MQTT over TLS (on ``mqtt_port``).
+        """
         folder.mkdir(parents=True, exist_ok=True)
         data_dir = folder / "data"
         kms_dir = folder / "kms" if separate_kms_dir else data_dir
         if separate_kms_dir:
             kms = f"data_dir = {str(kms_dir)!r}\n{kms}"
         stomp_port, kms_port = free_port(), free_port()
+        mqtt_port = free_port() if mqtt else 0
         config = write_kms_config(
             folder / "sealmq.toml",
             data_dir,
@@ -150,9 +160,14 @@ class KeyBroker:
             encryption=encryption,
             kms=kms,
             extra=extra,
+            mqtt_port=mqtt_port or None,
         )
-        process = BrokerProcess(config, data_dir, folder / "broker.log", stomp_port=stomp_port)
-        return cls(folder, config, data_dir, kms_dir, stomp_port, kms_port, process, kms, extra)
+        process = BrokerProcess(
+            config, data_dir, folder / "broker.log", stomp_port=stomp_port, mqtt_port=mqtt_port
+        )
+        return cls(
+            folder, config, data_dir, kms_dir, stomp_port, kms_port, process, kms, extra, mqtt_port
+        )
 
     def config_with(self, encryption: str, name: str = "other.toml") -> Path:
         """Another config for the same folders and ports, with other ``[encryption]`` lines."""
@@ -164,6 +179,7 @@ class KeyBroker:
             encryption=encryption,
             kms=self.kms_text,
             extra=self.extra,
+            mqtt_port=self.mqtt_port or None,
         )
 
     def start(self) -> KeyBroker:
@@ -203,9 +219,10 @@ class KeyBroker:
             found.update(self.status())
             return bool(found.get("BrokerState") == state)
 
-        wait_until(
-            reached, timeout, what=f"broker state {state} (last: {found.get('BrokerState')})"
-        )
+        try:
+            wait_until(reached, timeout, what=f"broker state {state}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (last: {found.get('BrokerState')})") from None
         return found
 
 

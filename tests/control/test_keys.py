@@ -63,6 +63,36 @@ def test_each_kind_makes_a_working_provider_through_a_grant(
     assert keys.open_broker(tmp_path / "data", kms_key) == (record, False)
 
 
+@pytest.mark.parametrize("form", ["key id", "key ARN", "alias name", "alias ARN"])
+def test_a_customer_key_named_in_any_form_at_creation(
+    tmp_path: Path, service: KeyService, form: str
+) -> None:
+    key = _customer(service, "alias/app")
+    arn = service.keystore.key_arn(key)
+    forms = {
+        "key id": key,
+        "key ARN": arn,
+        "alias name": "alias/app",
+        "alias ARN": service.keystore.alias_arn("alias/app"),
+    }
+    ref = forms[form]
+    keys = EmbeddedKeys(service)
+    record, created = keys.open_broker(tmp_path, ref)
+    assert created and load_record(tmp_path) == record
+    assert (record.key_kind, record.kms_key_id, record.kms_key_arn) == ("customer", key, arn)
+    assert record.named_as == ref
+    # The grant is on the key itself, whatever named it.
+    grants = service.call("ListGrants", {"KeyId": key})["Grants"]
+    assert [g["GrantId"] for g in grants] == list(record.grant_ids)
+    assert grants[0]["GranteePrincipal"] == record.storage_principal
+    provider = keys.provider(record)
+    dek, wrapped = generate_data_key(provider, _context(record.broker_id))
+    assert provider.decrypt_data_key(wrapped, _context(record.broker_id)) == dek
+    # Later starts naming it the same way, or any other way, find the same broker.
+    for same in (*forms.values(), None):
+        assert keys.open_broker(tmp_path, same) == (record, False)
+
+
 def test_another_key_on_a_later_start_is_refused(tmp_path: Path, service: KeyService) -> None:
     first = _customer(service, "alias/first")
     second = _customer(service, "alias/second")

@@ -3,16 +3,19 @@
 Real ``sealmq serve`` processes and the ``sealmq`` command as an operator runs
 them: the managed key by default, the service-owned key, and a customer key made
 with ``sealmq kms create-key --alias`` before the broker's first start. A later
-configuration naming another key is refused at start, exit status 2.
+configuration naming another key is refused at start, exit status 2; so is a
+first start whose external key service refuses the configured credentials.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.cli.support import KeyBroker, cli, cli_json
+from sealmq.kms.service import open_key_service
+from tests.cli.support import KeyBroker, boto_kms, cli, cli_json
 from tests.support import stomp_connect, wait_until
 
 
@@ -134,3 +137,70 @@ def test_creation_with_an_unusable_customer_key_fails_clearly(
     # Nothing half-made stays: a later start with a usable key creates the broker.
     status = cli("status", "--config", str(broker.config))
     assert status.returncode == 1 and "no broker has been created" in status.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rights", ["none", "DescribeKey only"])
+def test_creation_with_a_key_the_creator_may_not_use_fails_clearly(
+    tmp_path: Path, rights: str
+) -> None:
+    # In embedded mode the admin may always grant on a customer key (policies are stored,
+    # not enforced); with an external key service the configured credentials may not.
+    a = KeyBroker.make(tmp_path / "a")
+    key = a.sealmq("kms", "create-key", "--alias", "alias/theirs")["KeyMetadata"]
+    # A principal of A's account with an access key and no rights on the key (access
+    # keys are made in-process: the KMS API has no call for them).
+    service = open_key_service(a.kms_dir)
+    try:
+        principal = f"arn:aws:iam::{service.account_id}:role/stranger"
+        access = service.keystore.create_access_key(principal)
+        if rights == "DescribeKey only":
+            service.call(
+                "CreateGrant",
+                {
+                    "KeyId": key["KeyId"],
+                    "GranteePrincipal": principal,
+                    "Operations": ["DescribeKey"],
+                },
+            )
+    finally:
+        service.close()
+    a.start()
+    try:
+        b = KeyBroker.make(
+            tmp_path / "b",
+            kms_listener=False,
+            encryption="\n".join(
+                [
+                    f"kms_endpoint = {a.endpoint!r}",
+                    'kms_key = "alias/theirs"',
+                    f"kms_access_key_id = {access.access_key_id!r}",
+                    f"kms_secret_access_key = {access.secret!r}",
+                    f"kms_ca_bundle = {str(a.ca_file)!r}",
+                ]
+            ),
+        )
+        result = cli("serve", "--config", str(b.config))
+        assert result.returncode == 2, result.stderr  # as every refused creation
+        assert result.stderr.startswith("sealmq: cannot start: "), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+        assert "AccessDeniedException" in result.stderr and principal in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        assert not (b.data_dir / "broker.json").exists()
+        status = cli("status", "--config", str(b.config))
+        assert status.returncode == 1 and "no broker has been created" in status.stderr
+        # A made no grant for it, and its audit trail shows the refusal.
+        kms = boto_kms(a)
+        grants = kms.list_grants(KeyId=key["KeyId"])["Grants"]
+        assert [g["GranteePrincipal"] for g in grants] == (
+            [principal] if rights == "DescribeKey only" else []
+        )
+        trail = (a.kms_dir / "audit" / "kms.jsonl").read_text().splitlines()
+        refused = [
+            event
+            for event in map(json.loads, trail)
+            if event["userIdentity"].get("arn") == principal
+        ]
+        assert refused and refused[-1]["errorCode"] == "AccessDeniedException"
+    finally:
+        assert a.stop() == 0
