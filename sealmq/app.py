@@ -76,11 +76,16 @@ class _Serving:
     listeners: Listeners
     authenticator: Authenticator
     endpoints: dict[str, Listener] = field(default_factory=dict)
+    mqtt: MqttService | None = None
 
     async def stop(self, reason: str) -> None:
         # Late failures of this incarnation's writes concern nobody any more.
         self.broker.on_store_failure = None
         await self.listeners.close(reason)
+        if self.mqtt is not None:
+            # Session-expiry and delayed-will timers must not fire into a closed core
+            # (they resume from the stored state at the next start).
+            self.mqtt.close()
         try:
             await self.broker.close()
         finally:
@@ -356,6 +361,7 @@ class _ServingFactory:
             default_prefetch=settings.policy.default_prefetch,
         )
         mqtt.start()
+        serving.mqtt = mqtt
 
         def mqtt_session() -> MqttSession:
             tls.maybe_reload()
