@@ -261,7 +261,20 @@ def _fields(body: bytes) -> Iterator[bytes]:
 
 
 def segment_wrapped_keys(journal: Path) -> dict[str, bytes]:
-    """Segment file name -> the wrapped data key in its header (docs/store.md's layout)."""
+    """Segment file name -> the wrapped data key in its header (docs/store.md's layout).
+
+    The broker may be running: a segment deleted, or just started, between listing
+    and reading is read again.
+    """
+    for _ in range(100):
+        try:
+            return _read_wrapped_keys(journal)
+        except (FileNotFoundError, struct.error, IndexError):
+            continue
+    raise AssertionError(f"could not read the segment headers of {journal}")
+
+
+def _read_wrapped_keys(journal: Path) -> dict[str, bytes]:
     found = {}
     for path in sorted(journal.glob("*.seg")):
         data = path.read_bytes()

@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import queue
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -237,16 +236,6 @@ def test_rotate_data_keys_while_serving(tmp_path: Path) -> None:
     assert result["Online"] is False
 
 
-def _wrapped_keys_now(journal: Path) -> dict[str, bytes]:
-    """``segment_wrapped_keys`` of a journal the broker is writing and pruning right now."""
-    for _ in range(100):
-        try:
-            return segment_wrapped_keys(journal)
-        except (FileNotFoundError, struct.error, IndexError):
-            continue  # a segment deleted, or just started, between listing and reading
-    raise AssertionError(f"could not read the segment headers of {journal}")
-
-
 #: The longest pause in service a client may see during an online rotation (seconds).
 _MAX_PAUSE = max(2.0, TIMEOUT / 2)
 
@@ -367,7 +356,7 @@ def test_rotate_data_keys_under_load(tmp_path: Path) -> None:
         load.wait(lambda: len(receipts) >= 600, "a backlog")
         load.start_consuming.set()
         load.wait(lambda: len(load.consumed) >= 100, "the consumer at work")
-        before = _wrapped_keys_now(broker.data_dir / "journal")
+        before = segment_wrapped_keys(broker.data_dir / "journal")
         assert len(before) >= 3
         started = time.monotonic()
         result = broker.sealmq("broker", "rotate-data-keys")
@@ -381,7 +370,7 @@ def test_rotate_data_keys_under_load(tmp_path: Path) -> None:
         for name, times in (("consumer", load.consumed_at), ("producer", load.sent_at)):
             gap = _longest_pause(times, started, ended)
             assert gap < _MAX_PAUSE, f"the {name} waited {gap:.2f} s during the rotation"
-        after = _wrapped_keys_now(broker.data_dir / "journal")
+        after = segment_wrapped_keys(broker.data_dir / "journal")
         assert not set(after) & set(before), "an old segment survived the rotation"
         assert not set(after.values()) & set(before.values()), "a data key survived"
         # Traffic goes on after it; then the consumer stops and the producer leaves a rest.
