@@ -17,15 +17,15 @@ process (the store's own ``lock`` is released while the broker waits in
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sealmq.kms.files import replace_private_file
 
 __all__ = [
     "ACTION_INVALID_KMS_KEY",
@@ -90,30 +90,8 @@ def write_json_private(path: Path, doc: dict[str, Any], *, durable: bool = True)
     ``durable`` also fsyncs the file and its folder (a status that a crash may
     take back a step needs neither).
     """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if not durable:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_private_file(path, data, durable=durable)
 
 
 def write_status(

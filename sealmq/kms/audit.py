@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sealmq.kms.files import make_private_dir
+from sealmq.kms.files import fsync_dir, make_private_dir
 
 __all__ = [
     "CHECKPOINT_LINES",
@@ -98,14 +98,6 @@ def _line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class AuditLog:
     """An append-only, hash-chained JSON-lines file (0600, in a 0700 folder).
 
@@ -126,7 +118,7 @@ class AuditLog:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._file = os.fdopen(fd, "r+b", buffering=0)
         if created:  # the trail's name outlives a crash, as the checkpoint of its lines does
-            _fsync_dir(self._path.parent)
+            fsync_dir(self._path.parent)
         self._head, self._lines, self._end = GENESIS_HASH, 0, 0
         self._cut = 0
         #: What was found wrong with the trail, for the next line to say.

@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "PrivateFileError",
     "create_private_file",
+    "fsync_dir",
     "make_private_dir",
     "read_private_file",
     "replace_private_file",
@@ -44,37 +45,49 @@ def read_private_file(path: Path) -> bytes:
         raise PrivateFileError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
+def _write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return tmp
 
 
-def _fsync_dir(path: Path) -> None:
-    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_dir(path: Path) -> None:
+    """Make a creation, rename or unlink inside the folder ``path`` durable."""
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def replace_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (0600) atomically, replacing any previous content."""
-    tmp = _write_temp(path, data)
+def replace_private_file(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` (0600) atomically, replacing any previous content.
+
+    ``durable`` False skips the fsyncs (of the file and its folder): for a file a
+    crash may take back one step, still never half-written.
+    """
+    tmp = _write_temp(path, data, durable=durable)
     try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def create_private_file(path: Path, data: bytes) -> bool:
@@ -89,5 +102,5 @@ def create_private_file(path: Path, data: bytes) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
