@@ -139,25 +139,26 @@ def _unverifiable(exc: Exception, operation: str, peer: str) -> KmsError:
             exc,
         )
         return KmsError("KMSInternalException")
-    log.warning(
-        "key service wire: %s from %s: signature cannot be checked: %s: %.200s",
-        operation[:64] or "request",
-        peer,
-        type(exc).__name__,
-        exc,
+    return _refused(
+        exc, operation, peer, "InvalidSignatureException", "signature cannot be checked"
     )
-    return KmsError("InvalidSignatureException", "The request signature cannot be checked.")
 
 
 def _undecodable(exc: Exception, operation: str, peer: str) -> KmsError:
+    return _refused(exc, operation, peer, "SerializationException", "body cannot be decoded")
+
+
+def _refused(exc: Exception, operation: str, peer: str, code: str, what: str) -> KmsError:
+    """The client's request cannot be read: one log line (no traceback), the KMS error."""
     log.warning(
-        "key service wire: %s from %s: body cannot be decoded: %s: %.200s",
+        "key service wire: %s from %s: %s: %s: %.200s",
         operation[:64] or "request",
         peer,
+        what,
         type(exc).__name__,
         exc,
     )
-    return KmsError("SerializationException", "The request body cannot be decoded.")
+    return KmsError(code, f"The request {what}.")
 
 
 def _claimed_access_key(authorization: str) -> str | None:
