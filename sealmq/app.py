@@ -166,9 +166,8 @@ class RunningBroker:
         """``https://host:port`` of the ``kms`` listener, if it is served."""
         if self.kms_server is None:
             return None
-        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
         scheme = "https" if self.settings.listener("kms") is not None else "http"
-        return f"{scheme}://{host}:{self.kms_server.port}"
+        return f"{scheme}://{self.settings.url_host()}:{self.kms_server.port}"
 
     async def rotate_data_keys(self) -> list[int]:
         """New segments under fresh data keys; live records of older ones rewritten, serving."""

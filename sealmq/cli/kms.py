@@ -157,12 +157,8 @@ def client_environment(settings: Settings, service: KeyService, host: str | None
     listener = settings.listener("kms")
     if listener is None:
         raise CliError("the kms listener is off in this configuration: clients cannot reach it")
-    if host is None:
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    if ":" in host:
-        host = f"[{host}]"
     env = {
-        "AWS_ENDPOINT_URL_KMS": f"https://{host}:{listener.port}",
+        "AWS_ENDPOINT_URL_KMS": f"https://{settings.url_host(host)}:{listener.port}",
         "AWS_SHARED_CREDENTIALS_FILE": str(settings.kms_dir / "credentials"),
         "AWS_DEFAULT_REGION": service.region,
     }

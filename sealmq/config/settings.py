@@ -257,6 +257,13 @@ class Settings:
         """Folder for the generated local CA and server certificate (``data_dir/tls``)."""
         return self.data_dir / "tls"
 
+    def url_host(self, host: str | None = None) -> str:
+        """The host part of a URL for this broker's listeners: ``host`` if given, else
+        the bind address (``127.0.0.1`` for a wildcard bind); IPv6 in brackets."""
+        if host is None:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"[{host}]" if ":" in host else host
+
     def listener(self, name: str, *, tls: bool = True) -> Listener | None:
         """The enabled listener ``name`` (TLS or plain), or None if it is disabled."""
         for listener in self.listeners:

@@ -49,3 +49,20 @@ def test_frozen_and_password_not_in_repr(tmp_path: Path) -> None:
         settings.host = "x"  # type: ignore[misc]
     assert "hunter2-secret" not in repr(settings)
     hash(settings)  # usable as a dict key / in sets
+
+
+@pytest.mark.parametrize(
+    ("bind", "given", "expected"),
+    [
+        ("0.0.0.0", None, "127.0.0.1"),
+        ("::", None, "127.0.0.1"),
+        ("10.1.2.3", None, "10.1.2.3"),
+        ("::1", None, "[::1]"),
+        ("0.0.0.0", "broker.example", "broker.example"),
+        ("0.0.0.0", "fe80::1", "[fe80::1]"),
+    ],
+)
+def test_url_host_is_what_local_clients_put_in_a_url(
+    tmp_path: Path, bind: str, given: str | None, expected: str
+) -> None:
+    assert Settings(data_dir=tmp_path, host=bind).url_host(given) == expected
