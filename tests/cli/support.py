@@ -23,7 +23,15 @@ import botocore.session
 from botocore.config import Config
 
 from sealmq.cli.main import main
-from tests.support import PASSWORD, TIMEOUT, USER, BrokerProcess, free_port, wait_until
+from tests.support import (
+    PASSWORD,
+    TIMEOUT,
+    USER,
+    BrokerProcess,
+    free_port,
+    stomp_connect,
+    wait_until,
+)
 
 __all__ = [
     "KeyBroker",
@@ -31,7 +39,10 @@ __all__ = [
     "cli",
     "cli_json",
     "cli_process",
+    "external_encryption",
+    "receive_exactly",
     "segment_wrapped_keys",
+    "send_persistent",
     "write_kms_config",
 ]
 
@@ -72,6 +83,58 @@ def write_kms_config(
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def external_encryption(
+    endpoint: str,
+    key: str,
+    *,
+    ca_bundle: Path,
+    credentials_file: Path | None = None,
+    access_key: tuple[str, str] | None = None,
+    region: str | None = None,
+    cache_seconds: float | None = None,
+) -> str:
+    """``[encryption]`` lines for a broker whose key is ``key`` in the KMS at ``endpoint``.
+
+    Credentials come from ``credentials_file`` or ``access_key`` (id, secret).
+    """
+    lines = [f"kms_endpoint = {endpoint!r}", f"kms_key = {key!r}"]
+    if region is not None:
+        lines.append(f"kms_region = {region!r}")
+    if credentials_file is not None:
+        lines.append(f"kms_credentials_file = {str(credentials_file)!r}")
+    if access_key is not None:
+        lines += [
+            f"kms_access_key_id = {access_key[0]!r}",
+            f"kms_secret_access_key = {access_key[1]!r}",
+        ]
+    lines.append(f"kms_ca_bundle = {str(ca_bundle)!r}")
+    if cache_seconds is not None:
+        lines.append(f"data_key_cache_seconds = {cache_seconds}")
+    return "\n".join(lines)
+
+
+def send_persistent(broker: KeyBroker, destination: str, bodies: list[str]) -> None:
+    """Send ``bodies`` persistently over STOMP; return once every RECEIPT is in."""
+    conn, got = stomp_connect(broker.stomp_port, broker.ca_file)
+    try:
+        for i, body in enumerate(bodies):
+            conn.send(destination, body, headers={"persistent": "true"}, receipt=f"r{i}")
+        wait_until(lambda: len(got.receipts) == len(bodies), what="receipts")
+    finally:
+        conn.disconnect()
+
+
+def receive_exactly(broker: KeyBroker, destination: str, sent: list[str]) -> None:
+    """Every message of ``sent`` is delivered from ``destination``, in order, and nothing else."""
+    conn, got = stomp_connect(broker.stomp_port, broker.ca_file)
+    try:
+        conn.subscribe(destination, id="s", ack="auto")
+        assert [frame.body for frame in got.take(len(sent))] == sent
+        assert got.nothing_more()
+    finally:
+        conn.disconnect()
 
 
 def cli(*args: str, timeout: float = TIMEOUT * 3) -> subprocess.CompletedProcess[str]:

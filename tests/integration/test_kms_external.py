@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sealmq.control.keys import CHECK_CONNECT_TIMEOUT, CHECK_READ_TIMEOUT
-from tests.cli.support import KeyBroker, boto_kms, cli
+from tests.cli.support import KeyBroker, boto_kms, cli, external_encryption, receive_exactly
 from tests.support import TIMEOUT, stomp_connect, wait_until
 
 #: B's data-key cache period, in seconds.
@@ -40,14 +40,12 @@ def _remote_broker(folder: Path, a: KeyBroker, cache_seconds: float) -> KeyBroke
     return KeyBroker.make(
         folder,
         kms_listener=False,
-        encryption="\n".join(
-            [
-                f"kms_endpoint = {a.endpoint!r}",
-                'kms_key = "alias/remote"',
-                f"kms_credentials_file = {str(a.credentials)!r}",
-                f"kms_ca_bundle = {str(a.ca_file)!r}",
-                f"data_key_cache_seconds = {cache_seconds}",
-            ]
+        encryption=external_encryption(
+            a.endpoint,
+            "alias/remote",
+            credentials_file=a.credentials,
+            ca_bundle=a.ca_file,
+            cache_seconds=cache_seconds,
         ),
     )
 
@@ -135,13 +133,7 @@ def test_an_unreachable_key_service_stops_the_broker_until_it_is_back(tmp_path: 
 
         a.start()  # the same config: the same port, keys and credentials
         b.wait_state("RUNNING", timeout=CACHE_SECONDS + TIMEOUT)
-        conn, got = stomp_connect(b.stomp_port, b.ca_file)
-        try:
-            conn.subscribe("/queue/r", id="s", ack="auto")
-            assert [frame.body for frame in got.take(len(sent))] == sent
-            assert got.nothing_more()
-        finally:
-            conn.disconnect()
+        receive_exactly(b, "/queue/r", sent)
     finally:
         b.close()
         a.close()

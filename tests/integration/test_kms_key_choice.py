@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sealmq.kms.service import open_key_service
-from tests.cli.support import KeyBroker, boto_kms, cli, cli_json
+from tests.cli.support import KeyBroker, boto_kms, cli, cli_json, external_encryption
 from tests.support import stomp_connect, wait_until
 
 
@@ -170,14 +170,11 @@ def test_creation_with_a_key_the_creator_may_not_use_fails_clearly(
         b = KeyBroker.make(
             tmp_path / "b",
             kms_listener=False,
-            encryption="\n".join(
-                [
-                    f"kms_endpoint = {a.endpoint!r}",
-                    'kms_key = "alias/theirs"',
-                    f"kms_access_key_id = {access.access_key_id!r}",
-                    f"kms_secret_access_key = {access.secret!r}",
-                    f"kms_ca_bundle = {str(a.ca_file)!r}",
-                ]
+            encryption=external_encryption(
+                a.endpoint,
+                "alias/theirs",
+                access_key=(access.access_key_id, access.secret),
+                ca_bundle=a.ca_file,
             ),
         )
         result = cli("serve", "--config", str(b.config))

@@ -24,7 +24,7 @@ import stomp
 from sealmq.control.keys import BrokerRecord, load_record
 from sealmq.kms.clients import ServiceKeyProvider
 from sealmq.kms.service import open_key_service
-from tests.cli.support import KeyBroker, boto_kms, segment_wrapped_keys
+from tests.cli.support import KeyBroker, boto_kms, external_encryption, segment_wrapped_keys
 from tests.support import PASSWORD, TIMEOUT, USER, stomp_connect, wait_until
 
 
@@ -49,6 +49,21 @@ def _leaks(text: bytes, found_in: str, named: dict[str, bytes]) -> list[str]:
     ]
 
 
+def _unwrap(provider: ServiceKeyProvider, broker_id: str, wrapped: dict[str, bytes]) -> set[bytes]:
+    """The plaintext data keys of segment headers (file name -> wrapped key)."""
+    return {
+        provider.decrypt_data_key(
+            blob,
+            {
+                "purpose": "sealmq-journal",
+                "broker": broker_id,
+                "segment": str(int(name.split(".")[0])),
+            },
+        )
+        for name, blob in wrapped.items()
+    }
+
+
 def _data_keys(broker: KeyBroker, record: BrokerRecord, wrapped: dict[str, bytes]) -> set[bytes]:
     """The plaintext data keys of segment headers, unwrapped as the broker would."""
     assert record.broker_key_id is not None
@@ -57,17 +72,7 @@ def _data_keys(broker: KeyBroker, record: BrokerRecord, wrapped: dict[str, bytes
         provider = ServiceKeyProvider(
             service, record.broker_key_id, record.storage_principal, via_service=False
         )
-        return {
-            provider.decrypt_data_key(
-                blob,
-                {
-                    "purpose": "sealmq-journal",
-                    "broker": record.broker_id,
-                    "segment": str(int(name.split(".")[0])),
-                },
-            )
-            for name, blob in wrapped.items()
-        }
+        return _unwrap(provider, record.broker_id, wrapped)
     finally:
         service.close()
 
@@ -209,14 +214,12 @@ def test_nothing_secret_in_a_debug_log_with_an_external_key_service(tmp_path: Pa
     b = KeyBroker.make(
         tmp_path / "b",
         kms_listener=False,
-        encryption="\n".join(
-            [
-                f"kms_endpoint = {a.endpoint!r}",
-                'kms_key = "alias/remote"',
-                f"kms_credentials_file = {str(a.credentials)!r}",
-                f"kms_ca_bundle = {str(a.ca_file)!r}",
-                "data_key_cache_seconds = 1",
-            ]
+        encryption=external_encryption(
+            a.endpoint,
+            "alias/remote",
+            credentials_file=a.credentials,
+            ca_bundle=a.ca_file,
+            cache_seconds=1,
         ),
         extra="[store]\nsegment_size = 4096\n",
     )
@@ -246,17 +249,7 @@ def test_nothing_secret_in_a_debug_log_with_an_external_key_service(tmp_path: Pa
     service = open_key_service(a.kms_dir)
     try:
         admin = ServiceKeyProvider(service, key["KeyId"], via_service=False)
-        data_keys = {
-            admin.decrypt_data_key(
-                blob,
-                {
-                    "purpose": "sealmq-journal",
-                    "broker": record.broker_id,
-                    "segment": str(int(name.split(".")[0])),
-                },
-            )
-            for name, blob in wrapped.items()
-        }
+        data_keys = _unwrap(admin, record.broker_id, wrapped)
         material = {
             f"chosen key v{v.number}": v.material
             for v in service.keystore.keys[key["KeyId"]].versions

@@ -29,7 +29,7 @@ import pytest
 from botocore.config import Config
 
 from sealmq.net.certs import check_or_create
-from tests.cli.support import KeyBroker, cli, segment_wrapped_keys
+from tests.cli.support import KeyBroker, cli, external_encryption, segment_wrapped_keys
 from tests.support import TIMEOUT, free_port, stomp_connect, wait_until
 
 pytestmark = pytest.mark.slow
@@ -105,15 +105,12 @@ def moto(tmp_path: Path) -> Iterator[Moto]:
 
 
 def _encryption(moto: Moto, key: str) -> str:
-    return "\n".join(
-        [
-            f"kms_endpoint = {moto.endpoint!r}",
-            f"kms_key = {key!r}",
-            'kms_region = "us-east-1"',
-            f"kms_access_key_id = {_CREDENTIALS['aws_access_key_id']!r}",
-            f"kms_secret_access_key = {_CREDENTIALS['aws_secret_access_key']!r}",
-            f"kms_ca_bundle = {str(moto.ca)!r}",
-        ]
+    return external_encryption(
+        moto.endpoint,
+        key,
+        region="us-east-1",
+        access_key=(_CREDENTIALS["aws_access_key_id"], _CREDENTIALS["aws_secret_access_key"]),
+        ca_bundle=moto.ca,
     )
 
 

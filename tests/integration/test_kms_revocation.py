@@ -26,13 +26,12 @@ from typing import Any
 
 import pytest
 
-from tests.cli.support import KeyBroker, boto_kms, cli
+from tests.cli.support import KeyBroker, boto_kms, cli, receive_exactly, send_persistent
 from tests.support import (
     TIMEOUT,
     MqttClients,
     paho_properties,
     stomp_connect,
-    wait_until,
 )
 
 #: The cache period; the broker must notice a refusal within about this long.
@@ -62,27 +61,6 @@ def brokers(tmp_path: Path) -> Iterator[Callable[..., KeyBroker]]:
     yield make
     for broker in made:
         broker.close()
-
-
-def _send(broker: KeyBroker, bodies: list[str]) -> None:
-    conn, got = stomp_connect(broker.stomp_port, broker.ca_file)
-    try:
-        for i, body in enumerate(bodies):
-            conn.send("/queue/kept", body, headers={"persistent": "true"}, receipt=f"r{i}")
-        wait_until(lambda: len(got.receipts) == len(bodies), what="receipts")
-    finally:
-        conn.disconnect()
-
-
-def _received(broker: KeyBroker, sent: list[str]) -> None:
-    """Every message of ``sent`` is delivered, in order, and nothing else."""
-    conn, got = stomp_connect(broker.stomp_port, broker.ca_file)
-    try:
-        conn.subscribe("/queue/kept", id="s", ack="auto")
-        assert [frame.body for frame in got.take(len(sent))] == sent
-        assert got.nothing_more()
-    finally:
-        conn.disconnect()
 
 
 def _refused(port: int) -> bool:
@@ -134,7 +112,7 @@ def test_revoke_disable_delete_and_restore(brokers: Callable[..., KeyBroker]) ->
     principal = status["StoragePrincipal"]
     broker_id = status["BrokerId"]
     sent = [f"before-revoke-{i}" for i in range(5)]
-    _send(broker, sent)
+    send_persistent(broker, "/queue/kept", sent)
 
     # 1. RevokeGrant; access comes back with a new grant made with boto3 (the call
     #    docs/keys.md gives).
@@ -147,7 +125,7 @@ def test_revoke_disable_delete_and_restore(brokers: Callable[..., KeyBroker]) ->
     )
     broker.wait_state("RUNNING")
     more = [f"before-disable-{i}" for i in range(3)]
-    _send(broker, more)
+    send_persistent(broker, "/queue/kept", more)
     sent += more
 
     # 2. DisableKey, then EnableKey.
@@ -179,7 +157,7 @@ def test_revoke_disable_delete_and_restore(brokers: Callable[..., KeyBroker]) ->
     kms.enable_key(KeyId=key_arn)
     broker.wait_state("RUNNING")
 
-    _received(broker, sent)
+    receive_exactly(broker, "/queue/kept", sent)
 
 
 @pytest.mark.slow
@@ -194,14 +172,14 @@ def test_revoked_grant_then_restore_key_access(
     status = broker.status()
     assert status["KeyKind"] == kind
     sent = [f"{kind}-{i}" for i in range(5)]
-    _send(broker, sent)
+    send_persistent(broker, "/queue/kept", sent)
 
     _stops(broker, _revoke_storage_grant(broker, boto_kms(broker)), "AccessDeniedException")
     restored = broker.sealmq("broker", "restore-key-access")
     assert restored["KeyId"] == status["EncryptionOptions"]["KmsKeyId"]
     assert restored["GranteePrincipal"] == status["StoragePrincipal"]
     assert broker.wait_state("RUNNING")["ActionsRequired"] == []
-    _received(broker, sent)
+    receive_exactly(broker, "/queue/kept", sent)
 
 
 @pytest.mark.slow
@@ -218,8 +196,8 @@ def test_the_service_owned_key_has_no_access_to_restore(
     assert "service-owned key, which takes no grants" in line
     # Nothing changed for the broker.
     assert broker.status()["BrokerState"] == "RUNNING"
-    _send(broker, ["still-served"])
-    _received(broker, ["still-served"])
+    send_persistent(broker, "/queue/kept", ["still-served"])
+    receive_exactly(broker, "/queue/kept", ["still-served"])
 
 
 @pytest.mark.slow
