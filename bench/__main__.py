@@ -16,23 +16,36 @@ from types import FrameType
 
 from bench import scenarios
 from bench.aio import loop_name, set_uvloop
+from bench.backlog import backlog
 from bench.brokers import (
     BENCH_DIR,
     BROKER_PROTOCOLS,
     MQTT,
     STOMP,
     WORK_ROOT,
+    WSS_MQTT,
+    WSS_STOMP,
     Broker,
     BrokerUnavailable,
     make_broker,
 )
 from bench.results import BrokerReport, markdown_table, record, text_table
-from bench.scenarios import GROUPS, MQTT_SCENARIOS, NOISY_BACKGROUND_PCT, STOMP_SCENARIOS
+from bench.scenarios import (
+    GROUPS,
+    MQTT_SCENARIOS,
+    NOISY_BACKGROUND_PCT,
+    STOMP_EXTRA_SCENARIOS,
+    STOMP_SCENARIOS,
+    WSS_MQTT_SCENARIOS,
+    WSS_SCENARIOS,
+    WSS_STOMP_SCENARIOS,
+)
+from bench.selectors import priority, selectors
 from bench.sysinfo import machine
 
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 BROKER_SETS = {
-    "all": ["activemq", "sealmq", "mosquitto"],
+    "all": ["activemq", "rabbitmq", "sealmq", "mosquitto"],
     "both": ["activemq", "sealmq"],
 }
 
@@ -40,23 +53,38 @@ BROKER_SETS = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="STOMP- and MQTT-over-TLS benchmark: sealmq, ActiveMQ 5.17 and "
-        "Mosquitto 2 side by side.",
+        description="STOMP- and MQTT-over-TLS benchmark: sealmq, ActiveMQ 5.17, RabbitMQ 3 "
+        "and Mosquitto 2 side by side.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--broker",
-        choices=["sealmq", "activemq", "mosquitto", "all", "both", "null"],
+        choices=["sealmq", "activemq", "rabbitmq", "mosquitto", "all", "both", "null"],
         default="all",
-        help="all: activemq, sealmq and mosquitto (mosquitto runs only the MQTT scenarios); "
+        help="all: activemq, rabbitmq, sealmq and mosquitto (mosquitto runs only the MQTT "
+        "scenarios); "
         "both: activemq and sealmq; null: an in-memory no-op STOMP/MQTT server that "
         "measures the client's own ceiling",
     )
     p.add_argument(
         "--scenario",
-        choices=[*STOMP_SCENARIOS, *MQTT_SCENARIOS, *GROUPS],
-        default="all",
-        help="stomp: idle+throughput+latency; mqtt: mqtt-qos1+mqtt-fanout; all: both groups",
+        choices=[
+            *STOMP_SCENARIOS,
+            *MQTT_SCENARIOS,
+            *WSS_SCENARIOS,
+            *STOMP_EXTRA_SCENARIOS,
+            *GROUPS,
+        ],
+        action="append",
+        help="repeatable (the union runs; default all): "
+        "stomp: idle+throughput+latency+stomp-fanout; mqtt: mqtt-qos1+mqtt-fanout; "
+        "wss: wss-throughput+wss-latency (STOMP) and wss-mqtt-qos1+wss-mqtt-latency over "
+        "WebSocket+TLS (sealmq and RabbitMQ only); all: every group; by name only: backlog "
+        "(--backlog messages queued, restart, drain), selectors (--subscribers consumers "
+        "with disjoint selectors), priority (a queue of priorities 0-9 drained)",
+    )
+    p.add_argument(
+        "--backlog", type=int, default=1_000_000, help="backlog scenario: messages queued"
     )
     p.add_argument("-n", "--messages", type=int, default=20000, help="throughput: messages")
     p.add_argument("--size", type=int, default=1024, help="message body bytes")
@@ -67,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         help="outstanding SEND receipts (STOMP) / PUBACKs (mqtt-qos1) / messages not yet at "
         "every subscriber (mqtt-fanout)",
     )
-    p.add_argument("--subscribers", type=int, default=10, help="mqtt-fanout: subscribers")
+    p.add_argument(
+        "--subscribers", type=int, default=10, help="mqtt-fanout and stomp-fanout: subscribers"
+    )
     p.add_argument(
         "--ack", choices=["client-individual", "client", "auto"], default="client-individual"
     )
@@ -126,17 +156,28 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _scenarios(args: argparse.Namespace) -> frozenset[str]:
-    return GROUPS.get(args.scenario, frozenset({args.scenario}))
+    chosen: frozenset[str] = frozenset()
+    for name in args.scenario or ["all"]:
+        chosen |= GROUPS.get(name, frozenset({name}))
+    return chosen
 
 
 def _applicable(name: str, scenarios: frozenset[str]) -> frozenset[str]:
-    """The chosen scenarios this broker can run (Mosquitto speaks no STOMP)."""
+    """The chosen scenarios this broker can run (Mosquitto speaks no STOMP; only sealmq
+    and RabbitMQ have WebSocket listeners in their Debian builds)."""
     protocols = BROKER_PROTOCOLS[name]
     ok = set()
-    if STOMP in protocols:
-        ok |= set(STOMP_SCENARIOS)
-    if MQTT in protocols:
-        ok |= set(MQTT_SCENARIOS)
+    for protocol, group in (
+        (STOMP, STOMP_SCENARIOS + STOMP_EXTRA_SCENARIOS),
+        (MQTT, MQTT_SCENARIOS),
+        (WSS_STOMP, WSS_STOMP_SCENARIOS),
+        (WSS_MQTT, WSS_MQTT_SCENARIOS),
+    ):
+        if protocol in protocols:
+            ok |= set(group)
+    if name == "rabbitmq":
+        # Its STOMP has no JMS selectors, and classic queues no per-message priority.
+        ok -= {"selectors", "priority"}
     return scenarios & ok
 
 
@@ -159,6 +200,7 @@ def _run_broker(report: BrokerReport, args: argparse.Namespace, run_dir: Path) -
         uvloop=not args.no_uvloop,
         timeout=args.timeout,
         subscribers=args.subscribers,
+        backlog=args.backlog,
     )
 
     def factory(sub: Path, protocols: tuple[str, ...]) -> Broker:
@@ -174,18 +216,38 @@ def _run_broker(report: BrokerReport, args: argparse.Namespace, run_dir: Path) -
 
     which = set(_applicable(name, _scenarios(args)))
     protocols = tuple(
-        p for p, group in ((STOMP, STOMP_SCENARIOS), (MQTT, MQTT_SCENARIOS)) if which & set(group)
+        p
+        for p, group in (
+            (STOMP, STOMP_SCENARIOS + STOMP_EXTRA_SCENARIOS),
+            (MQTT, MQTT_SCENARIOS),
+            (WSS_STOMP, WSS_STOMP_SCENARIOS),
+            (WSS_MQTT, WSS_MQTT_SCENARIOS),
+        )
+        if which & set(group)
     )
     report.description = factory(Path("probe"), protocols).describe()
     _log(f"== {report.description}")
     if "idle" in which:
         metrics, report.tls = scenarios.idle(factory, opts, _log)
         report.metrics += metrics
-    if which & {"throughput", "latency"}:
+    if which & {"throughput", "latency", "stomp-fanout"}:
         metrics, report.tls = scenarios.loads(factory, opts, which, _log)
+        report.metrics += metrics
+    if "backlog" in which:
+        metrics, report.tls = backlog(factory, opts, _log)
+        report.metrics += metrics
+    if "selectors" in which:
+        metrics, report.tls = selectors(factory, opts, _log)
+        report.metrics += metrics
+    if "priority" in which:
+        metrics, report.tls = priority(factory, opts, _log)
         report.metrics += metrics
     if which & set(MQTT_SCENARIOS):
         metrics, tls = scenarios.mqtt_loads(factory, opts, which, _log)
+        report.tls = tls if report.tls == "?" else report.tls
+        report.metrics += metrics
+    if which & set(WSS_SCENARIOS):
+        metrics, tls = scenarios.wss_loads(factory, opts, which, _log)
         report.tls = tls if report.tls == "?" else report.tls
         report.metrics += metrics
 
@@ -220,7 +282,9 @@ def _describe(args: argparse.Namespace, reports: list[BrokerReport]) -> list[str
         lines.append(
             f"- STOMP client: {args.client_procs} process(es), {loop_name()}, STOMP 1.2 over "
             f"TLS, {args.size} B persistent messages, receipt window {args.window}, ack "
-            f"`{args.ack}`, prefetch {args.prefetch}"
+            f"`{args.ack}`, prefetch {args.prefetch}; stomp-fanout: {args.subscribers} "
+            f"`ack:auto` subscribers of one topic, non-persistent messages without receipts, at "
+            f"most {args.window} messages not yet at every subscriber"
         )
     if chosen & set(MQTT_SCENARIOS):
         lines.append(
@@ -229,6 +293,14 @@ def _describe(args: argparse.Namespace, reports: list[BrokerReport]) -> list[str
             f"and a QoS 1 subscription, QoS 1 publisher with {args.window} PUBACKs outstanding "
             f"at most; mqtt-fanout: {args.subscribers} QoS 0 subscribers (clean sessions), "
             f"QoS 0 publisher with at most {args.window} messages not yet at every subscriber"
+        )
+    if chosen & set(WSS_SCENARIOS):
+        lines.append(
+            f"- WSS: the same STOMP and MQTT clients through a WebSocket over TLS (the "
+            f"`websockets` library's sans-IO client; each write one binary message), "
+            f"{args.size} B; wss-throughput / wss-mqtt-qos1 as throughput / mqtt-qos1; "
+            f"wss-latency / wss-mqtt-latency paced at {args.rate:g} msg/s for "
+            f"{args.duration:g} s (STOMP with receipts; MQTT QoS 1 to a persistent session)"
         )
     for r in reports:
         state = f"**{r.error}**" if r.error else f"TLS {r.tls}"
@@ -253,14 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("--messages/--repeat/--starts/--window/--subscribers must be >= 1")
     if args.rate <= 0 or args.window >= 0xEFFF:
         _parser().error("--rate must be > 0 and --window < 61439")
-    if _scenarios(args) & set(MQTT_SCENARIOS) and args.size < 16:
+    if _scenarios(args) & set(MQTT_SCENARIOS + WSS_MQTT_SCENARIOS) and args.size < 16:
         _parser().error("MQTT payloads carry a 16-byte stamp: --size must be >= 16")
     names = []
     for name in BROKER_SETS.get(args.broker, [args.broker]):
         if _applicable(name, _scenarios(args)):
             names.append(name)
         else:
-            _log(f"# {name}: none of the chosen scenarios applies (it speaks no STOMP)")
+            _log(f"# {name}: none of the chosen scenarios applies to it")
     if not names:
         _parser().error("no chosen broker can run the chosen scenarios")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -298,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(text_table(ran))
     if args.record and ran:
-        key = f"{dt.date.today().isoformat()} {command}"
-        record(RESULTS_MD, key, _section(args, command, reports))
+        record(RESULTS_MD, command, _section(args, command, reports))
         _log(f"recorded in {RESULTS_MD}")
     if failed or not ran or args.keep_work:
         _log(f"work dir kept: {run_dir}")

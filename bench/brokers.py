@@ -24,21 +24,28 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from bench.aio import run_async
 from bench.mqtt_client import MqttConnection, MqttError
 from bench.stomp_client import StompConnection, StompError
 from bench.sysinfo import free_port
 from bench.tls import client_context, write_keystore, write_pem
+from bench.ws import WebSocketHandshakeError, WsTarget
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_ROOT = BENCH_DIR / "work"
 BENCH_USER = "bench"
-BENCH_PASSWORD = "bench"
+BENCH_PASSWORD = "bench-password"
 
 STOMP = "stomp"
 MQTT = "mqtt"
+# STOMP and MQTT over a secure WebSocket (wss://); see bench/ws.py.
+WSS_STOMP = "wss-stomp"
+WSS_MQTT = "wss-mqtt"
+WSS_PROTOCOLS = (WSS_STOMP, WSS_MQTT)
+# The subprotocols the WebSocket clients ask for (Sec-WebSocket-Protocol).
+WS_SUBPROTOCOLS = {WSS_STOMP: "v12.stomp", WSS_MQTT: "mqtt"}
 
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
 ACTIVEMQ_JAR = ACTIVEMQ_HOME / "bin" / "activemq.jar"
@@ -94,6 +101,7 @@ class Endpoint:
     login: str | None = BENCH_USER
     passcode: str | None = BENCH_PASSWORD
     vhost: str = "localhost"
+    ws: WsTarget | None = None  # STOMP over wss:// at this path, else plain STOMP over TLS
 
     def ssl_context(self) -> ssl.SSLContext:
         return client_context(self.cafile)
@@ -108,6 +116,7 @@ class Endpoint:
             vhost=self.vhost,
             server_hostname=self.server_hostname,
             timeout=timeout,
+            ws=self.ws,
         )
 
 
@@ -121,6 +130,7 @@ class MqttEndpoint:
     server_hostname: str
     username: str | None = BENCH_USER
     password: str | None = BENCH_PASSWORD
+    ws: WsTarget | None = None  # MQTT over wss:// at this path, else plain MQTT over TLS
 
     def ssl_context(self) -> ssl.SSLContext:
         return client_context(self.cafile)
@@ -143,6 +153,7 @@ class MqttEndpoint:
             clean_session=clean_session,
             server_hostname=self.server_hostname,
             timeout=timeout,
+            ws=self.ws,
         )
 
 
@@ -163,6 +174,9 @@ class Broker(ABC):
 
     name: str
     supports: frozenset[str] = frozenset({STOMP})
+    # The WebSocket path of each WSS protocol (sealmq picks by subprotocol, any path).
+    ws_paths: ClassVar[dict[str, str]] = {WSS_STOMP: "/stomp", WSS_MQTT: "/mqtt"}
+    stomp_vhost = "localhost"
 
     def __init__(
         self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (STOMP,)
@@ -211,16 +225,52 @@ class Broker(ABC):
     @property
     def endpoint(self) -> Endpoint:
         """The STOMP listener."""
-        return Endpoint("127.0.0.1", self.ports[STOMP], self.cafile, self.server_hostname)
+        return Endpoint(
+            "127.0.0.1",
+            self.ports[STOMP],
+            self.cafile,
+            self.server_hostname,
+            vhost=self.stomp_vhost,
+        )
 
     @property
     def mqtt_endpoint(self) -> MqttEndpoint:
         """The MQTT listener."""
         return MqttEndpoint("127.0.0.1", self.ports[MQTT], self.cafile, self.server_hostname)
 
+    def _ws_target(self, protocol: str) -> WsTarget:
+        return WsTarget(self.ws_paths[protocol], WS_SUBPROTOCOLS[protocol])
+
+    @property
+    def wss_endpoint(self) -> Endpoint:
+        """STOMP over the WebSocket listener."""
+        return Endpoint(
+            "127.0.0.1",
+            self.ports[WSS_STOMP],
+            self.cafile,
+            self.server_hostname,
+            vhost=self.stomp_vhost,
+            ws=self._ws_target(WSS_STOMP),
+        )
+
+    @property
+    def wss_mqtt_endpoint(self) -> MqttEndpoint:
+        """MQTT over the WebSocket listener."""
+        return MqttEndpoint(
+            "127.0.0.1",
+            self.ports[WSS_MQTT],
+            self.cafile,
+            self.server_hostname,
+            ws=self._ws_target(WSS_MQTT),
+        )
+
     @property
     def where(self) -> str:
-        return ", ".join(f"{p} 127.0.0.1:{self.ports[p]}" for p in self.protocols)
+        def one(protocol: str) -> str:
+            path = self.ws_paths[protocol] if protocol in WSS_PROTOCOLS else ""
+            return f"{protocol} 127.0.0.1:{self.ports[protocol]}{path}"
+
+        return ", ".join(one(p) for p in self.protocols)
 
     def _choose_ports(self) -> None:
         self.ports = {protocol: free_port() for protocol in self.protocols}
@@ -255,9 +305,13 @@ class Broker(ABC):
         """Poll each listener with real CONNECTs (STOMP or MQTT) until one succeeds."""
         for i, protocol in enumerate(self.protocols):
             if protocol == STOMP:
-                tls = await self._wait_stomp(deadline)
+                tls = await self._wait_stomp(deadline, self.endpoint)
+            elif protocol == WSS_STOMP:
+                tls = await self._wait_stomp(deadline, self.wss_endpoint)
+            elif protocol == WSS_MQTT:
+                tls = await self._wait_mqtt(deadline, self.wss_mqtt_endpoint)
             else:
-                tls = await self._wait_mqtt(deadline)
+                tls = await self._wait_mqtt(deadline, self.mqtt_endpoint)
             if i == 0:
                 self.tls_info = tls
 
@@ -277,9 +331,8 @@ class Broker(ABC):
             )
         return remaining
 
-    async def _wait_mqtt(self, deadline: float) -> str:
+    async def _wait_mqtt(self, deadline: float, endpoint: MqttEndpoint) -> str:
         last_error = "no attempt yet"
-        endpoint = self.mqtt_endpoint
         while True:
             remaining = self._check_alive(deadline, last_error)
             if self.cafile.exists():
@@ -289,7 +342,7 @@ class Broker(ABC):
                     if "CONNECT refused" in str(exc):
                         raise BrokerFailed(f"{self.name} refused the bench login: {exc}") from exc
                     last_error = str(exc)
-                except (OSError, TimeoutError, ssl.SSLError) as exc:
+                except (OSError, TimeoutError, ssl.SSLError, WebSocketHandshakeError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
                     tls = conn.tls_info
@@ -299,18 +352,18 @@ class Broker(ABC):
                 last_error = f"{self.cafile} does not exist yet"
             await asyncio.sleep(0.01)
 
-    async def _wait_stomp(self, deadline: float) -> str:
+    async def _wait_stomp(self, deadline: float, endpoint: Endpoint) -> str:
         last_error = "no attempt yet"
         while True:
             remaining = self._check_alive(deadline, last_error)
             if self.cafile.exists():
                 try:
-                    conn = await self.endpoint.connect(timeout=min(5.0, remaining))
+                    conn = await endpoint.connect(timeout=min(5.0, remaining))
                 except StompError as exc:
                     if "CONNECT refused" in str(exc):
                         raise BrokerFailed(f"{self.name} refused the bench login: {exc}") from exc
                     last_error = str(exc)
-                except (OSError, TimeoutError, ssl.SSLError) as exc:
+                except (OSError, TimeoutError, ssl.SSLError, WebSocketHandshakeError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
                     tls = conn.tls_info
@@ -367,6 +420,15 @@ _ACTIVEMQ_XML = """\
       <!-- KahaDB defaults: journal fsync on every write batch (journalDiskSyncStrategy=always) -->
       <kahaDB directory="{data}/kahadb"/>
     </persistenceAdapter>
+    <destinationPolicy>
+      <policyMap>
+        <policyEntries>
+          <!-- Only the priority scenario's queues: ordering by priority costs ActiveMQ
+               something, and sealmq always orders (ActiveMQ's default is FIFO). -->
+          <policyEntry queue="bench.priority.>" prioritizedMessages="true"/>
+        </policyEntries>
+      </policyMap>
+    </destinationPolicy>
     <systemUsage>
       <systemUsage>
         <memoryUsage><memoryUsage percentOfJvmHeap="70"/></memoryUsage>
@@ -533,7 +595,7 @@ stomp = {stomp}
 mqtt = {mqtt}
 amqp = false
 openwire = false
-wss = false
+wss = {wss}
 console = false
 kms = false
 
@@ -551,7 +613,7 @@ def sealmq_executable() -> Path:
 
 class Sealmq(Broker):
     name = "sealmq"
-    supports = frozenset({STOMP, MQTT})
+    supports = frozenset({STOMP, MQTT, WSS_STOMP, WSS_MQTT})
 
     def __init__(
         self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (STOMP,)
@@ -572,13 +634,21 @@ class Sealmq(Broker):
         if not exe.exists():
             raise BrokerUnavailable(f"{exe} not found (run `make install`)")
 
+    def _choose_ports(self) -> None:
+        super()._choose_ports()
+        # One `wss` listener serves both, choosing by the negotiated subprotocol.
+        if WSS_STOMP in self.ports and WSS_MQTT in self.ports:
+            self.ports[WSS_MQTT] = self.ports[WSS_STOMP]
+
     def prepare(self) -> None:
         self._choose_ports()
+        wss = self.ports.get(WSS_STOMP, self.ports.get(WSS_MQTT, "false"))
         self.config.write_text(
             _SEALMQ_TOML.format(
                 data=self.data,
                 stomp=self.ports.get(STOMP, "false"),
                 mqtt=self.ports.get(MQTT, "false"),
+                wss=wss,
                 user=BENCH_USER,
                 password=BENCH_PASSWORD,
             )
@@ -741,8 +811,203 @@ class Mosquitto(Broker):
         return [exe, "-c", str(self.config)]
 
 
+# ------------------------------------------------------------------------------------------
+# RabbitMQ 3 (Debian package `rabbitmq-server`), STOMP and MQTT through its plugins
+# ------------------------------------------------------------------------------------------
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+# The new-style config. No AMQP listener (`listeners.tcp = none`), the STOMP and MQTT
+# plugins on TLS listeners only, the `bench` user as the default user (created at first
+# start) and allowed from anywhere (`loopback_users = none`; the listeners are on
+# 127.0.0.1 anyway). STOMP `/queue/...` destinations are durable queues and a
+# `persistent:true` SEND is a persistent message; a SEND's RECEIPT and a QoS 1
+# PUBLISH's PUBACK come once RabbitMQ has confirmed the message, i.e. written it to
+# its message store and fsync'ed (publisher confirms). An MQTT clean-session-0 QoS 1
+# subscription is a durable queue.
+_RABBITMQ_CONF = """\
+# Generated by bench/brokers.py for one benchmark run.
+listeners.tcp = none
+loopback_users = none
+default_user = {user}
+default_pass = {password}
+{listeners}
+ssl_options.certfile = {cert}
+ssl_options.keyfile = {key}
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+ssl_options.versions.1 = tlsv1.3
+ssl_options.versions.2 = tlsv1.2
+mqtt.allow_anonymous = false
+log.console = true
+log.console.level = info
+log.file = false
+"""
+
+
+_RABBITMQ_PLUGINS = {
+    STOMP: "rabbitmq_stomp",
+    MQTT: "rabbitmq_mqtt",
+    WSS_STOMP: "rabbitmq_web_stomp",
+    WSS_MQTT: "rabbitmq_web_mqtt",
+}
+
+
+class RabbitMQ(Broker):
+    """RabbitMQ run as its own node: own data folder, config, cookie, and its own epmd.
+
+    The node registers with an ``epmd`` that the benchmark starts on a free port
+    (``ERL_EPMD_PORT``; ``-start_epmd false`` so Erlang starts none of its own,
+    which would outlive the run), and Erlang distribution listens on 127.0.0.1 on
+    another free port. Both processes are the benchmark's children and are
+    stopped with it.
+    """
+
+    name = "rabbitmq"
+    supports = frozenset({STOMP, MQTT, WSS_STOMP, WSS_MQTT})
+    # rabbitmq_web_stomp's and rabbitmq_web_mqtt's default path.
+    ws_paths: ClassVar[dict[str, str]] = {WSS_STOMP: "/ws", WSS_MQTT: "/ws"}
+    stomp_vhost = "/"  # RabbitMQ reads the STOMP CONNECT `host` header as the virtual host
+
+    def __init__(
+        self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (STOMP,)
+    ) -> None:
+        super().__init__(instance_dir, server_hostname, protocols)
+        self.conf = instance_dir / "conf"
+        self.data = instance_dir / "data"
+        self._epmd: subprocess.Popen[bytes] | None = None
+        self._epmd_port = 0
+        self._dist_port = 0
+
+    @property
+    def cafile(self) -> Path:
+        return self.conf / "ca.pem"
+
+    def describe(self) -> str:
+        plugins = " + ".join(_RABBITMQ_PLUGINS[p] for p in self.protocols)
+        return (
+            f"RabbitMQ {deb_version('rabbitmq-server')} ({plugins} on TLS listeners, "
+            "durable queues, persistent messages confirmed after fsync)"
+        )
+
+    def check_installed(self) -> None:
+        if not RABBITMQ_SERVER.exists():
+            raise BrokerUnavailable(f"{RABBITMQ_SERVER} not found: run bench/setup.sh")
+        if shutil.which("epmd") is None:
+            raise BrokerUnavailable("no epmd on PATH (erlang-base): run bench/setup.sh")
+
+    def prepare(self) -> None:
+        for sub in (self.conf, self.data):
+            sub.mkdir(parents=True, exist_ok=True)
+        _, cert, key = write_pem(self.conf)
+        self._choose_ports()
+        self._epmd_port, self._dist_port = free_port(), free_port()
+        listeners = []
+        # The web plugins depend on rabbitmq_stomp / rabbitmq_mqtt, whose own listeners
+        # would open their default plain ports (61613, 1883): none unless asked for.
+        plain = {STOMP: STOMP, MQTT: MQTT, WSS_STOMP: STOMP, WSS_MQTT: MQTT}
+        for base in sorted({plain[p] for p in self.protocols}):
+            listeners.append(f"{base}.listeners.tcp = none")
+        for protocol in self.protocols:
+            port = self.ports[protocol]
+            if protocol in (STOMP, MQTT):
+                listeners.append(f"{protocol}.listeners.ssl.1 = 127.0.0.1:{port}")
+                continue
+            # rabbitmq_web_stomp / rabbitmq_web_mqtt over TLS (cowboy's `ssl` listener).
+            # Their plain WebSocket listener cannot be switched off in 3.10: it goes to
+            # a free 127.0.0.1 port that nothing uses.
+            web = "web_stomp" if protocol == WSS_STOMP else "web_mqtt"
+            listeners += [
+                f"{web}.tcp.ip = 127.0.0.1",
+                f"{web}.tcp.port = {free_port()}",
+                f"{web}.ssl.ip = 127.0.0.1",
+                f"{web}.ssl.port = {port}",
+                f"{web}.ssl.certfile = {cert}",
+                f"{web}.ssl.keyfile = {key}",
+                f"{web}.ssl.versions.1 = tlsv1.3",
+                f"{web}.ssl.versions.2 = tlsv1.2",
+            ]
+        (self.conf / "rabbitmq.conf").write_text(
+            _RABBITMQ_CONF.format(
+                user=BENCH_USER,
+                password=BENCH_PASSWORD,
+                listeners="\n".join(listeners),
+                cert=cert,
+                key=key,
+            )
+        )
+        plugins = ",".join(_RABBITMQ_PLUGINS[p] for p in self.protocols)
+        (self.conf / "enabled_plugins").write_text(f"[{plugins}].\n")
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "HOME": str(self.dir),  # the Erlang cookie goes here
+                "ERL_EPMD_ADDRESS": "127.0.0.1",
+                "ERL_EPMD_PORT": str(self._epmd_port),
+                "RABBITMQ_NODENAME": "bench@localhost",
+                "RABBITMQ_DIST_PORT": str(self._dist_port),
+                "RABBITMQ_CONFIG_FILE": str(self.conf / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.conf / "advanced.config"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.conf / "enabled_plugins"),
+                "RABBITMQ_MNESIA_BASE": str(self.data / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(self.data / "log"),
+                "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.data / "plugins-expand"),
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                    "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
+                ),
+            }
+        )
+        return env
+
+    def command(self) -> list[str]:
+        return [str(RABBITMQ_SERVER)]
+
+    def start(self, timeout: float = 120.0) -> float:
+        self.check_installed()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        epmd = shutil.which("epmd")
+        assert epmd is not None
+        self._epmd = subprocess.Popen(
+            [epmd, "-port", str(self._epmd_port), "-address", "127.0.0.1"],
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_set_pdeathsig,
+        )
+        prepare, self.prepare = self.prepare, lambda: None  # type: ignore[method-assign]
+        try:
+            return super().start(timeout)
+        except BaseException:
+            self._stop_epmd()
+            raise
+        finally:
+            self.prepare = prepare  # type: ignore[method-assign]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        try:
+            super().stop(timeout)
+        finally:
+            self._stop_epmd()
+
+    def _stop_epmd(self) -> None:
+        proc, self._epmd = self._epmd, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 BROKER_PROTOCOLS = {
     "activemq": ActiveMQ.supports,
+    "rabbitmq": RabbitMQ.supports,
     "sealmq": Sealmq.supports,
     "mosquitto": Mosquitto.supports,
     "null": NullBroker.supports,
@@ -770,6 +1035,8 @@ def make_broker(
         )
     if name == "sealmq":
         return Sealmq(instance_dir, server_hostname, protocols)
+    if name == "rabbitmq":
+        return RabbitMQ(instance_dir, server_hostname, protocols)
     if name == "mosquitto":
         return Mosquitto(instance_dir, server_hostname, protocols)
     if name == "null":

@@ -225,7 +225,9 @@ async def consume(
     conn.set_handler(on_frame)
     sub = {"id": "0", "destination": spec.destination, "ack": ack_mode}
     if spec.prefetch:
+        # ActiveMQ's and sealmq's header, and RabbitMQ's; each broker ignores the other.
         sub["activemq.prefetchSize"] = str(spec.prefetch)
+        sub["prefetch-count"] = str(spec.prefetch)
     try:
         await conn.request("SUBSCRIBE", sub, "subscribed")
         on_ready()

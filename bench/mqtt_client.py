@@ -17,6 +17,8 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
+from bench.ws import WsTarget, open_wss
+
 # Control packet types (high nibble of the first byte).
 CONNECT: Final = 1
 CONNACK: Final = 2
@@ -311,14 +313,32 @@ class MqttConnection:
         keep_alive: int = 0,
         server_hostname: str | None = None,
         timeout: float = 10.0,
+        ws: WsTarget | None = None,
     ) -> MqttConnection:
         loop = asyncio.get_running_loop()
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(
-                MqttProtocol, host, port, ssl=ssl_context, server_hostname=server_hostname or host
-            ),
-            timeout,
-        )
+        if ws is None:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    MqttProtocol,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname or host,
+                ),
+                timeout,
+            )
+        else:
+            protocol = await asyncio.wait_for(
+                open_wss(
+                    MqttProtocol,
+                    host,
+                    port,
+                    ssl_context,
+                    ws,
+                    server_hostname=server_hostname or host,
+                ),
+                timeout,
+            )
         first: asyncio.Future[tuple[int, bytes]] = loop.create_future()
 
         def on_first(first_byte: int, body: bytes) -> None:

@@ -57,6 +57,7 @@ class MqttSpec:
     persistent: bool = True  # subscriber sessions: clean session 0
     timeout: float = 600.0  # a stall this long fails the run
     quiet: float = 3.0  # QoS 0: missing deliveries are lost after this long without progress
+    rate: float | None = None  # msgs/s; None = as fast as the window allows
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -222,9 +223,17 @@ async def _publish(
     conn.set_handler(on_packet)
     qos1 = spec.qos == 1
     packet_id = 0
-    result.start_ns = time.monotonic_ns()
+    interval_ns = int(1e9 / spec.rate) if spec.rate else 0
+    result.start_ns = t0 = time.monotonic_ns()
     try:
         for seq in range(spec.count):
+            if interval_ns:
+                due = t0 + seq * interval_ns
+                now = time.monotonic_ns()
+                if due > now:
+                    await asyncio.sleep((due - now) / 1e9)
+                else:
+                    result.max_behind_ms = max(result.max_behind_ms, (now - due) / 1e6)
             if qos1:
                 if outstanding >= spec.window:
                     await acks_below(spec.window)

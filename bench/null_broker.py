@@ -3,7 +3,8 @@
 ``python -m bench --broker null`` runs the scenarios against it, which shows
 how fast the benchmark client itself can go on this machine.  It keeps nothing
 on disk.  STOMP: it sends RECEIPTs at once, forwards each SEND straight to a
-subscriber of the destination (or holds it in memory until one subscribes) and
+subscriber of the destination (every subscriber of a ``/topic/``; or holds it in
+memory until one subscribes) and
 ignores ACKs and prefetch.  MQTT 3.1.1: it accepts any CONNECT, PUBACKs a QoS 1
 PUBLISH at once and forwards every PUBLISH to each subscriber whose filter is
 exactly its topic (no wildcards, no retained messages, no offline queueing: the
@@ -55,12 +56,14 @@ class _Hub:
             self.backlog.setdefault(destination, deque()).append(frame)
             return
         subs.rotate(-1)
-        session, sub_id = subs[0]
+        # A queue message goes to one subscriber (round robin), a topic message to all.
+        targets = list(subs) if destination.startswith("/topic/") else [subs[0]]
         self.next_id += 1
         msg_id = str(self.next_id)
-        headers = {k: v for k, v in frame.headers.items() if k not in _DROP}
-        headers.update({"subscription": sub_id, "message-id": msg_id, "ack": msg_id})
-        session.write(encode_frame("MESSAGE", headers, frame.body))
+        for session, sub_id in targets:
+            headers = {k: v for k, v in frame.headers.items() if k not in _DROP}
+            headers.update({"subscription": sub_id, "message-id": msg_id, "ack": msg_id})
+            session.write(encode_frame("MESSAGE", headers, frame.body))
 
     def subscribe(self, session: NullSession, destination: str, sub_id: str) -> None:
         self.subscribers.setdefault(destination, deque()).append((session, sub_id))

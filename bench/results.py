@@ -49,7 +49,7 @@ def percentile(sorted_values: Sequence[int], pct: float) -> float:
 
 
 # The brokers sealmq is compared with, each getting a "sealmq/<other>" column.
-COMPARED = ("activemq", "mosquitto")
+COMPARED = ("activemq", "rabbitmq", "mosquitto")
 
 
 def _ratio(sealmq: Metric | None, other: Metric | None) -> str:
@@ -112,23 +112,38 @@ def markdown_table(reports: Sequence[BrokerReport]) -> str:
 
 
 _RESULTS_HEADER = """\
-# sealmq vs ActiveMQ and Mosquitto: STOMP- and MQTT-over-TLS benchmark results
+# sealmq vs ActiveMQ, RabbitMQ and Mosquitto: STOMP- and MQTT-over-TLS benchmark results
 
-Written by `python -m bench --record` (see `bench/README.md`). Each section is
-one configuration; re-running the same command on the same day rewrites it.
-Ratios are sealmq / the other broker; ↑ higher is better, ↓ lower is better.
+Written by `python -m bench --record` (see `bench/README.md`). One section per
+configuration (the command), newest first: recording a configuration again
+replaces its older section. Ratios are sealmq / the other broker; ↑ higher is
+better, ↓ lower is better.
 """
+
+_START = "<!-- bench-run: "
+_END = "<!-- bench-run-end -->"
+# An older marker may start with the date the run was made: "2026-11-28 python -m ...".
+_DATED = re.compile(r"^\d{4}-\d{2}-\d{2} ")
 
 
 def record(path: Path, key: str, section: str) -> None:
-    """Insert or replace the section tagged ``key`` in ``path``."""
-    start = f"<!-- bench-run: {key} -->"
-    end = "<!-- bench-run-end -->"
-    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    """Put ``section`` first among the recorded runs, replacing every older one of ``key``.
+
+    ``key`` names the configuration (the command line); a section recorded under the
+    same key, with or without a leading date, is removed.
+    """
+    block = f"{_START}{key} -->\n{section.rstrip()}\n{_END}\n"
     text = path.read_text() if path.exists() else _RESULTS_HEADER
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
+    pattern = re.compile(re.escape(_START) + r"(.*?) -->\n.*?" + re.escape(_END) + r"\n?", re.S)
+
+    def same(match: re.Match[str]) -> bool:
+        return _DATED.sub("", match.group(1)) == key
+
+    for match in reversed([m for m in pattern.finditer(text) if same(m)]):
+        text = text[: match.start()] + text[match.end() :]
+    first = text.find(_START)
+    if first < 0:
         text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    else:
+        text = text[:first] + block + "\n" + text[first:]
+    path.write_text(re.sub(r"\n{3,}", "\n\n", text))

@@ -5,11 +5,14 @@
 #     depend on: `libmqtt-client-java` (org.fusesource.mqtt-client, the MQTT codec) and
 #     `libhawtdispatch-java` (hawtdispatch + hawtdispatch-transport). The transport
 #     itself, activemq-mqtt.jar, is in `libactivemq-java` already;
-#   - Mosquitto 2 (`mosquitto`, which also has mosquitto_passwd).
+#   - Mosquitto 2 (`mosquitto`, which also has mosquitto_passwd);
+#   - RabbitMQ 3 (`rabbitmq-server`, with Erlang; its STOMP and MQTT plugins ship in
+#     the package). Debian would start it as a system service on 5672 with its own
+#     data folder; the benchmark runs its own instance instead (see below).
 # Idempotent; the benchmark itself never installs anything. Run as root or with sudo.
 set -euo pipefail
 
-PACKAGES=(activemq libmqtt-client-java libhawtdispatch-java mosquitto)
+PACKAGES=(activemq libmqtt-client-java libhawtdispatch-java mosquitto rabbitmq-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -36,8 +39,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
-# Both `activemq` and `mosquitto` ship a system service. ActiveMQ's enables no
-# instance, but Mosquitto's would start a broker on 127.0.0.1:1883 on install.
+# `activemq`, `mosquitto` and `rabbitmq-server` ship a system service. ActiveMQ's
+# enables no instance, but Mosquitto's would start a broker on 127.0.0.1:1883 and
+# RabbitMQ's one on 5672 (plus epmd on 4369) on install.
 # The benchmark runs its own instances, so while installing, tell invoke-rc.d /
 # deb-systemd-invoke not to start services (the standard policy-rc.d hook) —
 # unless the machine already has a policy, which is then left as it is.
@@ -59,3 +63,13 @@ case "$(dpkg-query -W -f='${Version}' mosquitto)" in
     2.*) ;;
     *) echo "bench/setup.sh: warning: expected Mosquitto 2.x" >&2 ;;
 esac
+case "$(dpkg-query -W -f='${Version}' rabbitmq-server)" in
+    3.*) ;;
+    *) echo "bench/setup.sh: warning: expected RabbitMQ 3.x" >&2 ;;
+esac
+# If a service was started anyway (a policy the machine had that allows it), stop it:
+# the benchmark's own RabbitMQ needs the node name and epmd to itself.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+    $SUDO systemctl stop rabbitmq-server || true
+    $SUDO systemctl disable rabbitmq-server || true
+fi

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from bench.ws import WsTarget, open_wss
+
 _ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"}
 _UNESCAPES = {"\\": "\\", "r": "\r", "n": "\n", "c": ":"}
 _SPECIAL = frozenset(_ESCAPES)
@@ -232,18 +234,32 @@ class StompConnection:
         vhost: str = "localhost",
         server_hostname: str | None = None,
         timeout: float = 10.0,
+        ws: WsTarget | None = None,
     ) -> StompConnection:
         loop = asyncio.get_running_loop()
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(
-                StompProtocol,
-                host,
-                port,
-                ssl=ssl_context,
-                server_hostname=server_hostname or host,
-            ),
-            timeout,
-        )
+        if ws is None:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    StompProtocol,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname or host,
+                ),
+                timeout,
+            )
+        else:
+            protocol = await asyncio.wait_for(
+                open_wss(
+                    StompProtocol,
+                    host,
+                    port,
+                    ssl_context,
+                    ws,
+                    server_hostname=server_hostname or host,
+                ),
+                timeout,
+            )
         first: asyncio.Future[Frame] = loop.create_future()
 
         def on_first(frame: Frame) -> None:
@@ -324,11 +340,27 @@ class StompConnection:
         await self.protocol.drain()
 
     async def disconnect(self, timeout: float = 10.0) -> None:
-        """Graceful DISCONNECT (waits for its receipt), then close the socket."""
+        """Graceful DISCONNECT (waits for its receipt), then close the socket.
+
+        The broker closing the connection also ends the wait: RabbitMQ's
+        web_stomp closes the WebSocket on a DISCONNECT without sending its receipt.
+        """
+        closed = self.protocol.closed
         try:
-            if not self.protocol.closed.done():
-                await self.request("DISCONNECT", {}, "bye", timeout)
+            if not closed.done():
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._receipts["bye"] = fut
+                self.send_frame("DISCONNECT", {"receipt": "bye"})
+                done, _ = await asyncio.wait(
+                    [fut, closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    raise TimeoutError("no RECEIPT for DISCONNECT")
+                if fut in done:
+                    fut.result()
         finally:
+            if closed.done() and not closed.cancelled():
+                closed.exception()  # retrieved: a reset after DISCONNECT is no failure
             self.close()
 
     def close(self) -> None:

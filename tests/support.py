@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode as PahoReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sealmq.app import RunningBroker, start
-from sealmq.config import Listener, Settings, UserSettings
+from sealmq.config import Listener, SecuritySettings, Settings, UserSettings
+from sealmq.net.tls import CertPaths
 from sealmq.wire.mqtt import NO_PROPERTIES, Connect, MqttCodec, Packet, Will
 from sealmq.wire.mqtt import Connack as MqttConnack
 from sealmq.wire.mqtt import Properties as MqttProperties
@@ -38,7 +39,23 @@ _P = TypeVar("_P")
 #: (raise it on a slow machine rather than editing tests).
 TIMEOUT = 10.0 * float(os.environ.get("SEALMQ_TEST_TIMEOUT_FACTOR", "1"))
 
-USER, PASSWORD = "app", "app-secret"
+USER, PASSWORD = "app", "app-secret-12"
+
+#: Cheap argon2 for test brokers: every start hashes its users and every first login
+#: verifies, and the default costs (64 MiB, 3 passes, 4 lanes) took ~0.1 s of both
+#: cores each time. Production keeps the defaults; tests of hashing itself use their own.
+TEST_SECURITY = SecuritySettings(
+    password_hash_time_cost=1, password_hash_memory_kib=64, password_hash_parallelism=1
+)
+#: The same as ``[security]`` TOML lines, for process brokers' config files.
+TEST_SECURITY_TOML = "\n".join(
+    [
+        "[security]  # cheap password hashing: tests only",
+        f"password_hash_time_cost = {TEST_SECURITY.password_hash_time_cost}",
+        f"password_hash_memory_kib = {TEST_SECURITY.password_hash_memory_kib}",
+        f"password_hash_parallelism = {TEST_SECURITY.password_hash_parallelism}",
+    ]
+)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
@@ -51,12 +68,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: st
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a test broker: STOMP over TLS on a free port, one known user."""
+    """Settings for a test broker: STOMP over TLS on a free port, one known user,
+    cheap password hashing (:data:`TEST_SECURITY`)."""
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "host": "127.0.0.1",
         "listeners": (Listener("stomp", 0),),
         "users": (UserSettings(USER, PASSWORD, frozenset({"admins"})),),
+        "security": TEST_SECURITY,
     }
     values.update(overrides)
     return Settings(**values)
@@ -137,6 +156,11 @@ class BrokerThread:
         return self.running.port("mqtt")
 
     @property
+    def wss_port(self) -> int:
+        assert self.running is not None
+        return self.running.port("wss")
+
+    @property
     def ca_file(self) -> Path:
         return self.settings.tls_dir / "ca.pem"
 
@@ -150,9 +174,14 @@ class Collector(stomp.ConnectionListener):  # type: ignore[misc]
     receipts: list[str] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
     connected: list[stomp.utils.Frame] = field(default_factory=list)
+    #: Heart-beats (lone EOLs) received from the broker.
+    heartbeats: int = 0
 
     def on_connected(self, frame: stomp.utils.Frame) -> None:
         self.connected.append(frame)
+
+    def on_heartbeat(self) -> None:
+        self.heartbeats += 1
 
     def on_message(self, frame: stomp.utils.Frame) -> None:
         self.messages.put(frame)
@@ -191,6 +220,30 @@ class Collector(stomp.ConnectionListener):  # type: ignore[misc]
             raise AssertionError("no ERROR frame arrived in time") from None
 
 
+#: Every stomp.py connection :func:`stomp_connect` made, for :func:`close_stomp_leftovers`.
+_stomp_connections: list[stomp.Connection] = []
+
+
+def close_stomp_leftovers() -> int:
+    """Close the sockets of the stomp.py connections a test left open, so their
+    receiver threads end (a test that fails, or one that kills its broker, does not
+    disconnect: hundreds of threads left over slowed later tests down). Closing the
+    socket, not DISCONNECT: the broker may be gone. How many were still open."""
+    still_open = 0
+    while _stomp_connections:
+        transport = _stomp_connections.pop().transport
+        sock = transport.socket
+        transport.running = False
+        if sock is None:
+            continue
+        still_open += 1
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the receiver thread's recv
+        with contextlib.suppress(OSError):
+            sock.close()
+    return still_open
+
+
 def stomp_connect(
     port: int,
     ca_file: Path,
@@ -212,6 +265,7 @@ def stomp_connect(
     collector = Collector()
     conn.set_listener("collector", collector)
     headers = {"client-id": client_id} if client_id else {}
+    _stomp_connections.append(conn)
     conn.connect(login, passcode, wait=wait, headers=headers)
     return conn, collector
 
@@ -244,6 +298,10 @@ class BrokerProcess:
     stomp_port: int = 0
     #: The TLS MQTT port the config names; 0 when MQTT is off.
     mqtt_port: int = 0
+    #: The TLS OpenWire port the config names; 0 when OpenWire is off.
+    openwire_port: int = 0
+    #: The TLS AMQP port the config names; 0 when AMQP is off.
+    amqp_port: int = 0
 
     @property
     def ca_file(self) -> Path:
@@ -312,15 +370,19 @@ def write_config(
     users: tuple[tuple[str, str], ...] | None = ((USER, PASSWORD),),
     sections: str = "",
     mqtt_port: int | None = None,
+    openwire_port: int | None = None,
+    amqp_port: int | None = None,
     **extra: str,
 ) -> Path:
     """A TOML config for a process broker: STOMP on ``stomp_port``, everything else off.
 
-    ``mqtt_port`` also serves MQTT over TLS on that port.
+    ``mqtt_port`` also serves MQTT over TLS on that port, ``openwire_port`` OpenWire,
+    ``amqp_port`` AMQP 1.0.
 
     ``extra`` are top-level keys (values as TOML text, e.g. ``log_level='"debug"'``);
     ``users`` are (name, password) pairs in group ``admins`` (empty: the broker makes
     its own admin); ``sections`` is TOML text appended at the end (``[limits]`` ...).
+    Password hashing is cheap (``[security]`` is :data:`TEST_SECURITY_TOML`).
     """
     lines = [f"data_dir = {str(data_dir)!r}", 'host = "127.0.0.1"']
     lines += [f"{key} = {value}" for key, value in extra.items()]
@@ -328,11 +390,14 @@ def write_config(
         "[listeners]",
         f"stomp = {stomp_port}",
         f"mqtt = {mqtt_port if mqtt_port is not None else 'false'}",
-        *(f"{name} = false" for name in ("amqp", "openwire", "wss", "console", "kms")),
+        f"openwire = {openwire_port if openwire_port is not None else 'false'}",
+        f"amqp = {amqp_port if amqp_port is not None else 'false'}",
+        *(f"{name} = false" for name in ("wss", "console", "kms")),
     ]
     for username, password in users or ():
         lines += ["[[users]]", f"username = {username!r}", f"password = {password!r}"]
         lines.append('groups = ["admins"]')
+    lines.append(TEST_SECURITY_TOML)
     path.write_text("\n".join(lines) + "\n" + sections)
     return path
 
@@ -351,16 +416,21 @@ class ProcessBrokers:
         users: tuple[tuple[str, str], ...] | None = ((USER, PASSWORD),),
         sections: str = "",
         mqtt: bool = False,
+        openwire: bool = False,
+        amqp: bool = False,
         **extra: str,
     ) -> BrokerProcess:
         """A configured, not yet started broker: ``<root>/<name>/{data,sealmq.toml,broker.log}``.
 
-        ``mqtt``: also serve MQTT over TLS (on ``broker.mqtt_port``).
+        ``mqtt``: also serve MQTT over TLS (on ``broker.mqtt_port``); ``openwire``:
+        OpenWire (on ``broker.openwire_port``); ``amqp``: AMQP 1.0 (``broker.amqp_port``).
         """
         folder = self.root / name
         folder.mkdir(parents=True)
         port = free_port()
         mqtt_port = free_port() if mqtt else None
+        openwire_port = free_port() if openwire else None
+        amqp_port = free_port() if amqp else None
         config = write_config(
             folder / "sealmq.toml",
             folder / "data",
@@ -368,6 +438,8 @@ class ProcessBrokers:
             users=users,
             sections=sections,
             mqtt_port=mqtt_port,
+            openwire_port=openwire_port,
+            amqp_port=amqp_port,
             **extra,
         )
         broker = BrokerProcess(
@@ -376,6 +448,8 @@ class ProcessBrokers:
             folder / "broker.log",
             stomp_port=port,
             mqtt_port=mqtt_port or 0,
+            openwire_port=openwire_port or 0,
+            amqp_port=amqp_port or 0,
         )
         self.made.append(broker)
         return broker
@@ -408,6 +482,14 @@ def mqtt_settings(data_dir: Path, **overrides: Any) -> Settings:
     return make_settings(data_dir, **overrides)
 
 
+def wss_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test broker serving STOMP, MQTT and WSS (both over WebSocket), TLS."""
+    overrides.setdefault(
+        "listeners", (Listener("stomp", 0), Listener("mqtt", 0), Listener("wss", 0))
+    )
+    return make_settings(data_dir, **overrides)
+
+
 def paho_properties(packet: str, **values: Any) -> PahoProperties:
     """paho Properties for ``packet`` ("CONNECT", "PUBLISH", ...) with paho's field names."""
     props = PahoProperties(getattr(PacketTypes, packet))
@@ -428,8 +510,10 @@ class Connack:
 class PahoClient:
     """A paho-mqtt 2.x client over TLS trusting the broker's CA, with bounded waits.
 
-    ``version`` is 3 (3.1), 4 (3.1.1) or 5. The network loop runs in paho's thread;
-    what arrives is queued, and every wait is bounded by TIMEOUT. Never reconnects.
+    ``version`` is 3 (3.1), 4 (3.1.1) or 5; ``websocket_path`` set: MQTT over
+    WebSocket (paho's ``transport="websockets"``) on that path. The network loop
+    runs in paho's thread; what arrives is queued, and every wait is bounded by
+    TIMEOUT. Never reconnects. ``client_cert``: (certificate, key) files to present.
     """
 
     def __init__(
@@ -448,6 +532,8 @@ class PahoClient:
         will_properties: PahoProperties | None = None,
         connect: bool = True,
         manual_ack: bool = False,
+        websocket_path: str | None = None,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.port = port
         self.version = version
@@ -461,8 +547,16 @@ class PahoClient:
             protocol=_PAHO_PROTOCOLS[version],
             reconnect_on_failure=False,
             manual_ack=manual_ack,
+            transport="websockets" if websocket_path is not None else "tcp",
         )
-        self.client.tls_set(ca_certs=str(ca_file))
+        if websocket_path is not None:
+            self.client.ws_set_options(path=websocket_path)
+        cert, key = client_cert if client_cert is not None else (None, None)
+        self.client.tls_set(
+            ca_certs=str(ca_file),
+            certfile=str(cert) if cert else None,
+            keyfile=str(key) if key else None,
+        )
         if username is not None:
             self.client.username_pw_set(username, password)
         if will is not None:
@@ -765,3 +859,67 @@ class MqttClients:
     def close_all(self) -> None:
         for client in self.made:
             client.close()
+
+
+# ----------------------------------------------------------------- client certificates
+
+
+def mint_client_cert(
+    certs: CertPaths,
+    folder: Path,
+    *,
+    subject: Sequence[tuple[str, str]] = (("CN", "client"),),
+    dns_names: Sequence[str] = (),
+    name: str = "client",
+) -> tuple[Path, Path]:
+    """A client certificate signed by the local CA in ``certs`` (``<name>.pem``/``.key``).
+
+    ``subject``: its attributes in certificate order, by short name (``C``, ``O``, ``CN``);
+    ``dns_names``: subject alternative names of type DNS.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    oids = {
+        "C": NameOID.COUNTRY_NAME,
+        "O": NameOID.ORGANIZATION_NAME,
+        "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+        "CN": NameOID.COMMON_NAME,
+    }
+    ca_cert = x509.load_pem_x509_certificate(certs.ca.read_bytes())
+    loaded = serialization.load_pem_private_key(
+        (certs.ca.parent / "ca.key").read_bytes(), password=None
+    )
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    distinguished = x509.Name([x509.NameAttribute(oids[k], v) for k, v in subject])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(distinguished)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if dns_names:
+        cert = cert.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(dns) for dns in dns_names]), critical=False
+        )
+    signed = cert.sign(loaded, hashes.SHA256())
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -12,7 +12,24 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Link", "Session", "SessionFactory"]
+from sealmq.core.security import PeerCertificate, Principal
+
+__all__ = ["Authenticator", "Link", "Session", "SessionFactory"]
+
+
+class Authenticator(Protocol):
+    """Checks a login; every adapter takes one (:class:`sealmq.core.security.Authenticator`)."""
+
+    async def authenticate_async(
+        self,
+        username: str | None,
+        password: str | None,
+        certificate: PeerCertificate | None = None,
+        peer: str | None = None,
+    ) -> Principal | None:
+        """Who the client is (a password login, a listed certificate, anonymous), or None;
+        ``peer``: the client's address, for failed-login throttling."""
+        ...
 
 
 class Link(Protocol):
@@ -23,8 +40,18 @@ class Link(Protocol):
         """The remote address, for logs."""
         ...
 
-    def schedule_flush(self) -> None:
-        """Output is waiting in the session: write it out once, at the end of this loop tick."""
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The client certificate the TLS handshake verified, if the client sent one."""
+        ...
+
+    def schedule_flush(self, nbytes: int = 0) -> None:
+        """Output is waiting in the session: write it out once, at the end of this loop tick.
+
+        ``nbytes``: about how much was queued since the last call; once a tick's output
+        passes a threshold it is written at once, so that a full transport pauses the
+        session (``pause_writing``) in the middle of a burst of deliveries.
+        """
         ...
 
     def close(self) -> None:
@@ -36,6 +63,11 @@ class Link(Protocol):
     def resume_reading(self) -> None: ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle: ...
+
+    def logged_in(self) -> None:
+        """The peer is authenticated: its login deadline no longer applies; its frames'
+        read deadline does from now on."""
+        ...
 
 
 class Session(Protocol):
@@ -61,6 +93,22 @@ class Session(Protocol):
 
     def shutdown(self, reason: str) -> None:
         """The broker is stopping or can no longer serve: tell the peer why, then close."""
+        ...
+
+    def abort_slow_consumer(self, reason: str) -> None:
+        """The peer stopped reading for too long: tell it why (if it ever reads), close the
+        core side; the driver then aborts the connection."""
+        ...
+
+    def pending_frame_offset(self) -> int | None:
+        """Where, in the bytes received, the frame still arriving began; None if none is.
+
+        The driver reads it after each ``data_received`` to time frames (see ``Link``).
+        """
+        ...
+
+    def deadline_expired(self, reason: str) -> None:
+        """The peer took too long to log in or to send a frame: tell it why, then close."""
         ...
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import secrets
@@ -20,15 +21,27 @@ import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from sealmq.adapters.base import Link
-from sealmq.adapters.stomp import Authenticator
-from sealmq.core.broker import Broker, Connection
-from sealmq.core.errors import BrokerError
-from sealmq.core.model import BodyKind, Destination, DurableSubscriptionInfo, Message
+from sealmq.adapters.base import Authenticator, Link
+from sealmq.adapters.confirm import OrderedConfirmations
+from sealmq.adapters.shared import SharedEncoding
+from sealmq.core.authorization import Permission
+from sealmq.core.broker import Broker, Connection, SubscribeOptions
+from sealmq.core.clock import Timer
+from sealmq.core.errors import AuthorizationError, BrokerError, LimitError, SessionOwnerError
+from sealmq.core.model import (
+    MQTT_ANNOTATION,
+    BodyKind,
+    Destination,
+    DurableSubscriptionInfo,
+    Message,
+    PropertyValue,
+    id_text,
+)
 from sealmq.core.queues import AckMode, Consumer, Entry
 from sealmq.wire.mqtt import (
+    DEFAULT_MAX_CONNECT_SIZE,
     Auth,
     Connack,
     Connect,
@@ -57,8 +70,6 @@ __all__ = ["MqttService", "MqttSession", "core_topic", "mqtt_topic"]
 
 log = logging.getLogger("sealmq.mqtt")
 
-#: Seconds a new connection may take to send CONNECT (ActiveMQ's connectAttemptTimeout).
-CONNECT_TIMEOUT = 30.0
 #: A client silent for this many keep-alive periods is disconnected (MQTT 3.1.2.10: 1.5).
 KEEP_ALIVE_GRACE = 1.5
 #: QoS 1/2 PUBLISHes a client may have unacknowledged towards the broker (our Receive
@@ -73,6 +84,8 @@ MAX_KEEP_ALIVE = 65535
 #: v5 Session Expiry Interval meaning "never expires".
 NEVER_EXPIRES = 0xFFFFFFFF
 SESSION_KEY_PREFIX = "mqtt:"
+#: About how many bytes a PUBLISH adds to its payload and topic, for flow control.
+_PUBLISH_OVERHEAD = 16
 _OPTIONS = struct.Struct(">BBI")  # qos, flags, subscription identifier
 _NO_LOCAL, _RETAIN_AS_PUBLISHED = 0x01, 0x02
 
@@ -178,7 +191,12 @@ class _SessionState:
 
 
 _ACKS = (Puback, Pubrec, Pubrel, Pubcomp, Suback, Unsuback)
-_PendingAck = tuple[asyncio.Future[None] | None, Packet | None, Callable[[], None] | None]
+#: An answer waiting for durability: the packet to send, then what to do after it.
+_PendingAck = tuple[Packet | None, Callable[[], None] | None]
+
+
+#: A subscription with nothing particular (QoS 0, no identifier), for shared PUBLISHes.
+_NO_SUB = _Sub("", 0)
 
 
 class MqttService:
@@ -190,14 +208,20 @@ class MqttService:
         authenticator: Authenticator,
         *,
         max_packet_size: int,
+        max_connect_size: int = DEFAULT_MAX_CONNECT_SIZE,
         default_prefetch: int = 1000,
     ) -> None:
         self.broker = broker
         self.authenticator = authenticator
         self.max_packet_size = max_packet_size
+        self.max_connect_size = max_connect_size
         self.default_prefetch = default_prefetch
-        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
-        self._will_timers: dict[str, asyncio.TimerHandle] = {}
+        # On the broker's clock, so a fake clock drives session expiry and delayed wills.
+        self._expiry_timers: dict[str, Timer] = {}
+        self._will_timers: dict[str, Timer] = {}
+        #: QoS 0 PUBLISH bytes of the last message fanned out, by (protocol level,
+        #: retain flag): encoded for its first subscriber, reused by the rest.
+        self.shared = SharedEncoding()
 
     def start(self) -> None:
         """Schedule the expiry of the persistent sessions found in the store."""
@@ -231,8 +255,9 @@ class MqttService:
 
     def schedule_expiry(self, client_id: str, seconds: float) -> None:
         self.cancel_expiry(client_id)
-        loop = asyncio.get_running_loop()
-        self._expiry_timers[client_id] = loop.call_later(seconds, self.expire, client_id)
+        self._expiry_timers[client_id] = self.broker.clock.call_later(
+            seconds, functools.partial(self.expire, client_id)
+        )
 
     def cancel_expiry(self, client_id: str) -> None:
         timer = self._expiry_timers.pop(client_id, None)
@@ -252,24 +277,27 @@ class MqttService:
                 self.broker.remove_durable(client_id, info.name)
         if SESSION_KEY_PREFIX + client_id in self.broker.sessions:
             self.broker.set_session_state(SESSION_KEY_PREFIX + client_id, None)
+        self.broker.release_session(client_id)
 
-    def schedule_will(self, client_id: str, delay: float, will: Message) -> None:
+    def schedule_will(self, client_id: str, delay: float, will: Message, user: str | None) -> None:
         self.cancel_will(client_id)
-        loop = asyncio.get_running_loop()
-        self._will_timers[client_id] = loop.call_later(delay, self._send_will, client_id, will)
+        self._will_timers[client_id] = self.broker.clock.call_later(
+            delay, functools.partial(self._send_will, client_id, will, user)
+        )
 
     def cancel_will(self, client_id: str) -> None:
         timer = self._will_timers.pop(client_id, None)
         if timer is not None:
             timer.cancel()
 
-    def _send_will(self, client_id: str, will: Message) -> None:
+    def _send_will(self, client_id: str, will: Message, user: str | None) -> None:
         self._will_timers.pop(client_id, None)
-        self.publish_will(will)
+        self.publish_will(will, user)
 
-    def publish_will(self, will: Message) -> None:
+    def publish_will(self, will: Message, user: str | None) -> None:
+        """Send ``will`` on behalf of ``user``, the user of the connection that set it."""
         try:
-            self.broker.send(will)
+            self.broker.send(will, retain=_published_retained(will), user=user)
         except BrokerError as exc:
             log.info("will message not published: %s", exc)
 
@@ -280,7 +308,11 @@ class MqttSession:
     def __init__(self, service: MqttService) -> None:
         self.service = service
         self.broker = service.broker
-        self.codec = MqttCodec(server=True, max_packet_size=service.max_packet_size)
+        self.codec = MqttCodec(
+            server=True,
+            max_packet_size=service.max_packet_size,
+            max_connect_size=service.max_connect_size,
+        )
         self.link: Link | None = None
         self.connection: Connection | None = None
         self.level = 4
@@ -289,6 +321,8 @@ class MqttSession:
         self.session_expiry = 0
         self.keep_alive = 0
         self.will: Will | None = None
+        #: The user the core connection was opened for: the will is sent as that user.
+        self.username: str | None = None
         self._closing = False
         self._connecting = False
         self._events: deque[Packet] = deque()
@@ -296,10 +330,9 @@ class MqttSession:
         self._outbound: dict[int, _Outbound] = {}
         self._next_id = 1
         self._state = _SessionState()
-        self._acks: deque[_PendingAck] = deque()
-        self._deferred: list[tuple[Consumer, str]] = []
-        self._deferred_scheduled = False
-        self._inbound_pending = 0
+        self._acks: OrderedConfirmations[_PendingAck] = OrderedConfirmations(
+            self._release_ack, self._ack_failed
+        )
         self._aliases_in: dict[int, str] = {}
         self._aliases_out: dict[str, int] = {}
         self._client_alias_max = 0
@@ -319,14 +352,8 @@ class MqttSession:
     # ----------------------------------------------------------------- driver side
 
     def connection_made(self, link: Link) -> None:
+        # The driver closes a connection not logged in by its login deadline.
         self.link = link
-        self._timer = link.call_later(CONNECT_TIMEOUT, self._connect_timeout)
-
-    def _connect_timeout(self) -> None:
-        self._timer = None
-        if self.connection is None and not self._closing and self.link is not None:
-            log.info("MQTT client %s sent no CONNECT in time", self.link.peer)
-            self._close(abnormal=True)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -347,6 +374,11 @@ class MqttSession:
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._close(abnormal=True)
+        # Free a part-received packet now: session and driver refer to each other, so
+        # without this it would wait for the cyclic GC (up to mqtt_max_packet_size each).
+        with contextlib.suppress(MqttError):
+            self.codec.receive_eof()
+        self.link = None
 
     def data_to_send(self) -> list[bytes]:
         return self.codec.data_to_send()
@@ -381,6 +413,27 @@ class MqttSession:
             self._send(
                 Disconnect(ReasonCode.SERVER_SHUTTING_DOWN, Properties(reason_string=reason[:100]))
             )
+        self._close(abnormal=True)
+
+    def abort_slow_consumer(self, reason: str) -> None:
+        if self._closing:
+            return
+        if self.level == 5 and self.connection is not None:
+            # No reason code names a slow consumer; a limit the server imposes is 0x97.
+            self._send(
+                Disconnect(ReasonCode.QUOTA_EXCEEDED, Properties(reason_string=reason[:100]))
+            )
+        self._close(abnormal=True)
+
+    def pending_frame_offset(self) -> int | None:
+        return self.codec.pending_frame_offset
+
+    def deadline_expired(self, reason: str) -> None:
+        # Before CONNACK there is nothing to answer with (Mosquitto just closes too).
+        if self._closing:
+            return
+        if self.level == 5 and self.connection is not None:
+            self._send(Disconnect(ReasonCode.UNSPECIFIED_ERROR, Properties(reason_string=reason)))
         self._close(abnormal=True)
 
     # ----------------------------------------------------------------- packets
@@ -472,8 +525,12 @@ class MqttSession:
 
     async def _login(self, packet: Connect, assigned: bool) -> None:
         password: bytes | None = packet.password
+        assert self.link is not None
         principal = await self.service.authenticator.authenticate_async(
-            packet.username, password.decode("utf-8", "replace") if password is not None else None
+            packet.username,
+            password.decode("utf-8", "replace") if password is not None else None,
+            self.link.peer_certificate,
+            self.link.peer,
         )
         if self._closing or self.link is None:
             return
@@ -483,10 +540,28 @@ class MqttSession:
             return
         service = self.service
         client_id = self.client_id
-        self.connection = self.broker.connect(
-            client_id=client_id, username=packet.username, takeover=True
-        )
+        try:
+            self.connection = self.broker.connect(
+                client_id=client_id,
+                principal=replace(principal, certificate=self.link.peer_certificate),
+                takeover=True,
+                peer=self.link.peer,
+            )
+            self.username = packet.username
+        except SessionOwnerError:
+            # Another user's session: refused, and it stays as it is (0x05 in 3.1.1).
+            log.info("MQTT client id of another user's session refused from %s", self.link.peer)
+            self._refuse(ReasonCode.NOT_AUTHORIZED, "the client id is in use by another user")
+            return
+        except LimitError as exc:
+            # A connection limit (logged by the core): 0x97 quota exceeded; 3.1.1 has only
+            # "server unavailable" (3).
+            code = ReasonCode.QUOTA_EXCEEDED if self.level == 5 else ReasonCode.SERVER_UNAVAILABLE
+            self._refuse(code, str(exc))
+            return
         self.connection.on_taken_over = self._taken_over
+        if self.will is not None and not self._will_allowed(self.will):
+            return
         service.cancel_expiry(client_id)
         service.cancel_will(client_id)
         key = SESSION_KEY_PREFIX + client_id
@@ -511,6 +586,7 @@ class MqttSession:
         self._state.disconnected_at = 0
         if self.persistent:
             self.broker.set_session_state(key, self._state.encode())
+            self.broker.claim_session(client_id, principal.username)
         props = Properties()
         if self.level == 5:
             props = Properties(
@@ -525,9 +601,7 @@ class MqttSession:
                 shared_subscription_available=1,
             )
         self._send(Connack(session_present, ReasonCode.SUCCESS, props))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.link.logged_in()
         if self.keep_alive:
             self._timer = self.link.call_later(self.keep_alive * KEEP_ALIVE_GRACE, self._keep_alive)
         # Resume the session: its subscriptions (redelivering what was in flight, with DUP)
@@ -537,10 +611,30 @@ class MqttSession:
             self._send(Pubrel(pid))
         for info in durable:
             sub = _Sub.from_info(info)
-            self._attach(sub, Destination.topic(info.destination.name), retained=False)
+            # A subscription the map no longer allows stays stored, unserved (the core
+            # logs the refusal); the client may unsubscribe it.
+            with contextlib.suppress(AuthorizationError, LimitError):
+                self._attach(sub, Destination.topic(info.destination.name), retained=False)
         self._connecting = False
         self.link.resume_reading()
         self._process()
+
+    def _will_allowed(self, will: Will) -> bool:
+        """The will is published for this user later, when nobody is there to refuse:
+        its topic is checked now, and a CONNECT whose will may not be published is
+        refused as not authorized (as Mosquitto does)."""
+        connection = self.connection
+        assert connection is not None
+        try:
+            connection.authorize(Permission.WRITE, Destination.topic(core_topic(will.topic)))
+        except AuthorizationError:
+            # Closed here, before its session is touched: the refusal leaves it as it was.
+            self.will = None
+            self.connection = None
+            connection.close()
+            self._refuse(ReasonCode.NOT_AUTHORIZED, "not authorized to publish the will message")
+            return False
+        return True
 
     def _refuse(self, code: int, reason: str) -> None:
         props = Properties(reason_string=reason) if self.level == 5 else Properties()
@@ -606,21 +700,55 @@ class MqttSession:
             return
         # QoS 2 PUBLISHes count against our Receive Maximum until PUBCOMP, QoS 1 ones until
         # their PUBACK (sent once stored).
-        if qos and self._inbound_pending + len(self._state.inbound_qos2) >= SERVER_RECEIVE_MAXIMUM:
+        if qos and self._acks.waiting + len(self._state.inbound_qos2) >= SERVER_RECEIVE_MAXIMUM:
             raise MqttError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
         if _has_core_wildcard(topic):
             # A level "*" or ">" would be a wildcard in the core: no such topic can exist.
             self._refuse_publish(packet, ReasonCode.TOPIC_NAME_INVALID, "topic name not allowed")
             return
         message = self._message(topic, packet)
-        future = connection.send(message)
+        try:
+            future = connection.send(message, retain=packet.retain)
+        except AuthorizationError as exc:
+            self._publish_denied(packet, str(exc))
+            return
+        except LimitError as exc:
+            # MQTT 5: a negative PUBACK/PUBREC; 3.1.1 cannot say why: closed (3.3.5).
+            log.info("MQTT publish from %s refused: %s", self.link and self.link.peer, exc)
+            self._refuse_publish(packet, ReasonCode.QUOTA_EXCEEDED, _reason(str(exc)))
+            return
+        reason = ReasonCode.SUCCESS
+        if self.level == 5 and qos and not self.broker.has_subscribers(message):
+            # MQTT 5 3.4.2.1: accepted, but nobody subscribes (a retained copy does not count).
+            reason = ReasonCode.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
-            self._ack(future, Puback(pid))
+            self._ack(future, Puback(pid, reason))
         elif qos == 2:
             self._state.inbound_qos2.append(pid)
             self._save_state()
             # The PUBREC promises exactly once: wait until the packet id is stored too.
-            self._ack(self.broker.pending_write() or future, Pubrec(pid))
+            self._ack(self.broker.pending_write() or future, Pubrec(pid, reason))
+
+    def _publish_denied(self, packet: Publish, reason: str) -> None:
+        """A PUBLISH the authorization map refuses (the core has logged who and what).
+
+        QoS 0: dropped. MQTT 5: PUBACK/PUBREC 0x87 (not authorized). MQTT 3.1.1 has no
+        negative PUBACK and lets the server either acknowledge or close (3.3.5); like
+        Mosquitto, the message is dropped and acknowledged, so that a client does not
+        reconnect and resend it forever.
+        """
+        if packet.qos == 0:
+            return
+        if self.level == 5:
+            self._refuse_publish(packet, ReasonCode.NOT_AUTHORIZED, _reason(reason))
+            return
+        pid = packet.packet_id
+        if packet.qos == 1:
+            self._ack(None, Puback(pid))
+            return
+        self._state.inbound_qos2.append(pid)
+        self._save_state()
+        self._ack(self.broker.pending_write(), Pubrec(pid))
 
     def _refuse_publish(self, packet: Publish, code: int, reason: str) -> None:
         """Refuse a PUBLISH: a negative PUBACK/PUBREC in MQTT 5, else close (3.3.5)."""
@@ -632,34 +760,32 @@ class MqttSession:
 
     def _message(self, topic: str, packet: Publish) -> Message:
         props = packet.properties
-        now = self.broker.now_ms()
-        properties: dict[str, str | bytes | bool | int | float | None] = {}
+        properties: dict[str, PropertyValue] = {}
         for name, value in props.user_properties:
             properties.setdefault(name, value)
-        if props.content_type is not None:
-            properties["content-type"] = props.content_type
-        correlation_id = None
+        correlation_id: str | bytes | None = None
         if props.correlation_data is not None:
             try:
                 correlation_id = props.correlation_data.decode()
             except UnicodeDecodeError:
-                properties["JMSCorrelationIDAsBytes"] = props.correlation_data
+                correlation_id = props.correlation_data  # a binary id
         expiry = props.message_expiry_interval
+        qos = packet.qos
         return Message(
-            message_id=self.broker.new_message_id(),
+            message_id="",  # the core stamps id, timestamp and user at send
             destination=Destination.topic(core_topic(topic)),
             body=packet.payload,
             body_kind=BodyKind.TEXT if props.payload_format_indicator == 1 else BodyKind.BYTES,
             persistent=packet.qos > 0,
-            expiration=now + expiry * 1000 if expiry is not None else 0,
-            timestamp=now,
+            expiration=self.broker.now_ms() + expiry * 1000 if expiry is not None else 0,
             correlation_id=correlation_id,
             reply_to=Destination.topic(core_topic(props.response_topic))
             if props.response_topic
             else None,
             properties=properties,
-            qos=packet.qos,
-            retain=packet.retain,
+            content_type=props.content_type,
+            # QoS 0 and 1 are what ``persistent`` says; QoS 2 and retain need the annotation.
+            annotations=_annotations(qos, packet.retain) if qos == 2 or packet.retain else None,
         )
 
     def _pubrel(self, packet: Pubrel) -> None:
@@ -800,6 +926,12 @@ class MqttSession:
             self._attach(
                 sub, Destination.topic(core_topic(pattern)), retained=send_retained, group=group
             )
+        except AuthorizationError:
+            # Logged by the core. 0x87 in MQTT 5; the codec writes 0x80 for 3.1.1.
+            return ReasonCode.NOT_AUTHORIZED, None
+        except LimitError as exc:
+            log.info("MQTT subscribe to %r refused: %s", topic_filter, exc)
+            return ReasonCode.QUOTA_EXCEEDED, None
         except BrokerError as exc:
             log.info("MQTT subscribe to %r refused: %s", topic_filter, exc)
             return ReasonCode.UNSPECIFIED_ERROR, None
@@ -815,15 +947,23 @@ class MqttSession:
             sub.filter,
             destination,
             self,
-            tag=sub,
-            ack_mode=AckMode.INDIVIDUAL if sub.qos else AckMode.AUTO,
-            prefetch=prefetch,
-            durable_name=sub.filter if self.persistent and group is None else None,
-            no_local=sub.no_local,
-            retained=retained,
-            shared_group=group,
-            options=sub.options(),
+            SubscribeOptions(
+                tag=sub,
+                ack_mode=AckMode.INDIVIDUAL if sub.qos else AckMode.AUTO,
+                prefetch=prefetch,
+                durable_name=sub.filter if self.persistent and group is None else None,
+                no_local=sub.no_local,
+                retained=retained,
+                shared_group=group,
+                durable_options=sub.options(),
+            ),
         )
+        queue = sub.consumer.queue
+        if queue is not None and queue.durable:
+            # QoS 0 is at most once: a persistent session's QoS 0 subscription is bounded
+            # like a non-durable one, online or off; QoS 1/2 keep everything in the store.
+            limit = self.broker.policies.for_destination(destination).pending_message_limit
+            queue.pending_limit = limit if not sub.qos else -1
         self._subs[sub.filter] = sub
 
     def _unsubscribe(self, packet: Unsubscribe) -> None:
@@ -854,8 +994,11 @@ class MqttSession:
             sub.held.append(entry)
             return
         message = entry.message
-        message_qos = message.qos if message.qos is not None else (1 if message.persistent else 0)
-        qos = min(sub.qos, message_qos)
+        if message.annotations is None:
+            published = 1 if message.persistent else 0
+        else:
+            published = _published_qos(message)
+        qos = min(sub.qos, published)
         if qos and (self._backlog or len(self._outbound) >= self._receive_max):
             # Never more unacknowledged PUBLISHes than the client's Receive Maximum.
             self._backlog.append((consumer, entry, qos))
@@ -865,7 +1008,12 @@ class MqttSession:
 
     def _deliver_now(self, consumer: Consumer, entry: Entry, sub: _Sub, qos: int) -> None:
         message = entry.message
-        retain = entry.retained or (sub.retain_as_published and message.retain)
+        retain = entry.retained or (sub.retain_as_published and _published_retained(message))
+        if not qos and not sub.identifier and not self._client_alias_max and not message.expiration:
+            # Nothing in this PUBLISH is particular to the subscriber: its bytes are made
+            # once per message and shared by every such delivery.
+            self._deliver_shared(consumer, message, retain)
+            return
         props = self._outgoing_properties(message, sub)
         topic = mqtt_topic(message.destination.name)
         pid = 0
@@ -895,7 +1043,7 @@ class MqttSession:
             # can name: the spec says discard it, as if delivered.
             log.info("MQTT message not delivered to %s: %s", self.client_id, exc.message)
             if consumer.ack_mode is not AckMode.AUTO:
-                self._defer_ack(consumer, message.message_id)
+                self._ack_delivered(consumer, message.message_id)
             return
         if new_alias is not None:
             self._aliases_out[topic] = new_alias
@@ -904,8 +1052,30 @@ class MqttSession:
             if len(self._outbound) >= self._receive_max:
                 self._update_flow()
         elif consumer.ack_mode is not AckMode.AUTO:
-            self._defer_ack(consumer, message.message_id)
-        self._flush()
+            self._ack_delivered(consumer, message.message_id)
+        self._flush(len(message.body) + len(topic) + _PUBLISH_OVERHEAD)
+
+    def _deliver_shared(self, consumer: Consumer, message: Message, retain: bool) -> None:
+        """A QoS 0 delivery with no subscription identifier, topic alias or expiry."""
+        codec = self.codec
+        key = (codec.protocol_level or 4, retain)
+        shared = self.service.shared
+        chunks = shared.get(message, key)
+        try:
+            if chunks is None:
+                chunks = codec.encode_publish(
+                    mqtt_topic(message.destination.name),
+                    message.body,
+                    retain=retain,
+                    properties=self._outgoing_properties(message, _NO_SUB),
+                )
+                shared.keep(message, key, chunks)
+            codec.send_encoded(chunks)
+        except MqttError as exc:
+            log.info("MQTT message not delivered to %s: %s", self.client_id, exc.message)
+        if consumer.ack_mode is not AckMode.AUTO:
+            self._ack_delivered(consumer, message.message_id)
+        self._flush(len(message.body) + len(message.destination.name) + _PUBLISH_OVERHEAD)
 
     def _outgoing_properties(self, message: Message, sub: _Sub) -> Properties:
         if self.level != 5:
@@ -916,21 +1086,32 @@ class MqttSession:
         user = tuple(
             (name, _text(value))
             for name, value in message.properties.items()
-            if name not in ("content-type", "JMSCorrelationIDAsBytes")
+            if name not in _NOT_USER_PROPERTIES
             and value is not None
             and not isinstance(value, bytes)
         )
-        correlation = message.properties.get("JMSCorrelationIDAsBytes")
-        if not isinstance(correlation, bytes):
-            correlation = message.correlation_id.encode() if message.correlation_id else None
-        content_type = message.properties.get("content-type")
+        typed_id = message.correlation_id
+        correlation: object
+        if isinstance(typed_id, str):
+            correlation = typed_id.encode() if typed_id else None
+        elif typed_id is None:
+            # Messages stored before typed ids kept a binary one as this property.
+            correlation = message.properties.get("JMSCorrelationIDAsBytes")
+        elif isinstance(typed_id, bytes):
+            correlation = typed_id
+        else:
+            correlation = id_text(typed_id).encode()
+        content_type: object = message.content_type
+        if content_type is None:
+            # A STOMP sender's header (and MQTT messages stored before the field).
+            content_type = message.properties.get("content-type")
         reply_to = message.reply_to
         return Properties(
             payload_format_indicator=1 if message.body_kind is BodyKind.TEXT else None,
             message_expiry_interval=expiry,
             content_type=content_type if isinstance(content_type, str) else None,
             response_topic=mqtt_topic(reply_to.name) if reply_to is not None else None,
-            correlation_data=correlation,
+            correlation_data=correlation if isinstance(correlation, bytes) else None,
             subscription_identifiers=(sub.identifier,) if sub.identifier else (),
             user_properties=user,
         )
@@ -949,21 +1130,12 @@ class MqttSession:
                 return pid
         raise MqttError(ReasonCode.QUOTA_EXCEEDED, "no free packet identifier")
 
-    def _defer_ack(self, consumer: Consumer, message_id: str) -> None:
-        """Ack a delivery after the dispatch loop returns (acking inside it would re-enter it)."""
-        self._deferred.append((consumer, message_id))
-        if not self._deferred_scheduled:
-            self._deferred_scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_deferred)
-
-    def _run_deferred(self) -> None:
-        self._deferred_scheduled = False
-        deferred, self._deferred = self._deferred, []
-        if self.connection is None:
-            return
-        for consumer, message_id in deferred:
-            if not consumer.closed:
-                self.connection.ack(consumer, message_id, cumulative=False, transaction=None)
+    def _ack_delivered(self, consumer: Consumer, message_id: str) -> None:
+        """A delivery needing no acknowledgement from the client (sent at QoS 0 on a
+        QoS 1/2 subscription, or not sendable): settle it now. The core dispatches in
+        its own tick, so acking from inside ``deliver`` is safe."""
+        if self.connection is not None and not consumer.closed:
+            self.connection.ack(consumer, message_id, cumulative=False, transaction=None)
 
     # ----------------------------------------------------------------- disconnect
 
@@ -1023,9 +1195,9 @@ class MqttSession:
         )
         delay = min(props.will_delay_interval or 0, self.session_expiry) if self.level == 5 else 0
         if delay > 0:
-            self.service.schedule_will(self.client_id, delay, message)
+            self.service.schedule_will(self.client_id, delay, message, self.username)
         else:
-            self.service.publish_will(message)
+            self.service.publish_will(message, self.username)
 
     def _end_session(self) -> None:
         service = self.service
@@ -1056,40 +1228,21 @@ class MqttSession:
     ) -> None:
         """Send ``packet`` once ``future`` and every earlier ack's future are done, in order;
         then call ``after``."""
-        if future is None and not self._acks:
-            if packet is not None:
-                self._send(packet)
-            if after is not None:
-                after()
-            return
-        fut = asyncio.ensure_future(future) if future is not None else None
-        if fut is not None:
-            self._inbound_pending += 1
-        self._acks.append((fut, packet, after))
-        if fut is not None:
-            fut.add_done_callback(self._acks_ready)
+        self._acks.add(future, (packet, after))
 
-    def _acks_ready(self, _: object = None) -> None:
-        while self._acks:
-            future, packet, after = self._acks[0]
-            if future is not None:
-                if not future.done():
-                    return
-                self._inbound_pending -= 1
-                if future.exception() is not None:
-                    self._acks.clear()
-                    self._protocol_error(
-                        ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
-                        "the broker could not store the message",
-                    )
-                    return
-            self._acks.popleft()
-            if self._closing:
-                continue
-            if packet is not None:
-                self._send(packet)
-            if after is not None:
-                after()
+    def _release_ack(self, pending: _PendingAck) -> None:
+        if self._closing:
+            return
+        packet, after = pending
+        if packet is not None:
+            self._send(packet)
+        if after is not None:
+            after()
+
+    def _ack_failed(self, _: _PendingAck) -> None:
+        self._protocol_error(
+            ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "the broker could not store the message"
+        )
 
     def _send(self, packet: Packet) -> None:
         if not self._problem_info and isinstance(packet, _ACKS) and packet.properties.reason_string:
@@ -1102,9 +1255,9 @@ class MqttSession:
             return
         self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, nbytes: int = 0) -> None:
         if self.link is not None:
-            self.link.schedule_flush()
+            self.link.schedule_flush(nbytes)
 
 
 def _not_found(kind: type[Pubrel] | type[Pubcomp], pid: int, level: int) -> Pubrel | Pubcomp:
@@ -1127,6 +1280,36 @@ def _reason(text: str) -> str:
 
 def _with(props: Properties, **changes: object) -> Properties:
     return dataclasses.replace(props, **changes)  # type: ignore[arg-type]
+
+
+#: Properties that are MQTT 5 properties of their own, not user properties.
+_NOT_USER_PROPERTIES = frozenset({"content-type", "JMSCorrelationIDAsBytes"})
+#: In the MQTT annotation (``MQTT_ANNOTATION``): bits 0-1 QoS, this bit published retained.
+_ANNOTATED_RETAIN = 0x04
+
+
+def _annotations(qos: int, retain: bool) -> dict[str, bytes]:
+    return {MQTT_ANNOTATION: bytes((qos | (_ANNOTATED_RETAIN if retain else 0),))}
+
+
+def _published_qos(message: Message) -> int:
+    """The QoS ``message`` was published with (a message of another protocol: 1 if
+    persistent, else 0)."""
+    annotations = message.annotations
+    if annotations is not None:
+        flags = annotations.get(MQTT_ANNOTATION)
+        if flags:
+            return flags[0] & 0x03
+    return 1 if message.persistent else 0
+
+
+def _published_retained(message: Message) -> bool:
+    """Whether ``message`` was published with the retain flag."""
+    annotations = message.annotations
+    if annotations is None:
+        return False
+    flags = annotations.get(MQTT_ANNOTATION)
+    return bool(flags and flags[0] & _ANNOTATED_RETAIN)
 
 
 def _text(value: object) -> str:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from sealmq.cli.kms import CliError
-from sealmq.cli.output import print_json
+from sealmq.cli.output import CliError, print_json
 from sealmq.config import Settings
 from sealmq.control import operations
 
@@ -50,13 +50,19 @@ def add_broker_commands(
         "--timeout",
         type=float,
         default=operations.ROTATION_TIMEOUT_SECONDS,
-        help="seconds to wait for a running broker (default %(default)s)",
+        help="seconds to wait for a running broker to finish (default %(default)g); "
+        "the command also stops waiting, with an error, if the broker stops",
     )
     p = sub.add_parser(
         "delete", help="crypto-shred the stopped broker and remove its files (irreversible)"
     )
     common(p)
     p.add_argument("--yes", action="store_true", help="really delete (required)")
+
+
+def _progress(text: str) -> None:
+    """What a command waits for, on stderr (stdout holds only the JSON result)."""
+    print(f"sealmq: {text}", file=sys.stderr, flush=True)
 
 
 def run_status(settings: Settings) -> None:
@@ -71,7 +77,11 @@ def run_broker(settings: Settings, args: argparse.Namespace) -> None:
     elif command == "restore-key-access":
         result = operations.restore_key_access(settings)
     elif command == "rotate-data-keys":
-        result = asyncio.run(operations.rotate_data_keys(settings, timeout=args.timeout))
+        if not args.timeout > 0:
+            raise CliError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+        result = asyncio.run(
+            operations.rotate_data_keys(settings, timeout=args.timeout, progress=_progress)
+        )
     elif command == "delete":
         if not args.yes:
             raise CliError(

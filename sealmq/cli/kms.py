@@ -14,19 +14,16 @@ import hashlib
 import json
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from sealmq.cli.output import print_json
+from sealmq.cli.output import CliError, print_json
 from sealmq.config import Settings
 from sealmq.control.operations import open_embedded_service
-from sealmq.kms.audit import GENESIS_HASH, verify_audit
+from sealmq.kms.audit import GENESIS_HASH, audit_files, verify_audit
 from sealmq.kms.service import KeyService
 
 __all__ = ["CliError", "add_kms_commands", "run_kms"]
-
-
-class CliError(Exception):
-    """A command failed; the message is printed as one line."""
 
 
 Command = Callable[[KeyService, argparse.Namespace], dict[str, Any] | None]
@@ -125,6 +122,27 @@ def _schedule_key_deletion(service: KeyService, args: argparse.Namespace) -> dic
     return service.call("ScheduleKeyDeletion", request)
 
 
+def _get_key_policy(service: KeyService, args: argparse.Namespace) -> dict[str, Any]:
+    return service.call("GetKeyPolicy", {"KeyId": args.key_id, "PolicyName": "default"})
+
+
+def _put_key_policy(service: KeyService, args: argparse.Namespace) -> None:
+    policy: str = args.policy
+    if policy.startswith("file://"):  # as the AWS CLI reads parameters from files
+        try:
+            policy = Path(policy[len("file://") :]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read --policy {policy[len('file://') :]}: {exc}") from None
+    request: dict[str, Any] = {"KeyId": args.key_id, "PolicyName": "default", "Policy": policy}
+    if args.bypass_policy_lockout_safety_check:
+        request["BypassPolicyLockoutSafetyCheck"] = True
+    service.call("PutKeyPolicy", request)
+
+
+def _update_key_description(service: KeyService, args: argparse.Namespace) -> None:
+    service.call("UpdateKeyDescription", {"KeyId": args.key_id, "Description": args.description})
+
+
 def _verify_audit(service: KeyService, args: argparse.Namespace) -> dict[str, Any]:
     audit = service.audit_log
     if audit is None:
@@ -136,12 +154,18 @@ def _verify_audit(service: KeyService, args: argparse.Namespace) -> dict[str, An
     if not ok:
         where = f" at line {line}" if line is not None else ""
         raise CliError(f"audit trail {audit.path} is broken{where}: {reason}")
-    lines = audit.path.read_bytes().splitlines()
-    head = hashlib.sha256(lines[-1]).hexdigest() if lines else GENESIS_HASH
+    files = audit_files(audit.path)
+    count, last = 0, b""
+    for file in files:
+        lines = file.read_bytes().splitlines()
+        count += len(lines)
+        last = lines[-1] if lines else last
+    head = hashlib.sha256(last).hexdigest() if count else GENESIS_HASH
     return {
         "Valid": True,
         "Path": str(audit.path),
-        "Lines": len(lines),
+        "Files": [file.name for file in files],
+        "Lines": count,
         "Head": head,
         "CheckpointLines": checkpoint.lines if checkpoint is not None else 0,
     }
@@ -220,14 +244,23 @@ def add_kms_commands(
     ):
         p = add(name, _key_only(operation), text)
         p.add_argument("--key-id", required=True)
+    p = add("get-key-policy", _get_key_policy, "print a key's policy")
+    p.add_argument("--key-id", required=True)
+    p = add("put-key-policy", _put_key_policy, "replace a key's policy (enforced at once)")
+    p.add_argument("--key-id", required=True)
+    p.add_argument("--policy", required=True, help="the policy JSON, or file://PATH")
+    p.add_argument("--bypass-policy-lockout-safety-check", action="store_true")
+    p = add("update-key-description", _update_key_description, "change a key's description")
+    p.add_argument("--key-id", required=True)
+    p.add_argument("--description", required=True)
     p = add("schedule-key-deletion", _schedule_key_deletion, "schedule a key's deletion")
     p.add_argument("--key-id", required=True)
     p.add_argument("--pending-window-in-days", type=int)
     p = add(
         "verify-audit",
         _verify_audit,
-        "check the audit trail's hash chain and that no line was cut since the key "
-        "service's last checkpoint",
+        "check the audit trail's hash chain, across its rotated files, and that no line was cut "
+        "since the key service's last checkpoint",
     )
     p.add_argument("--expected-head", help="hash the last line must have (kept elsewhere)")
     p = sub.add_parser(

@@ -2,7 +2,9 @@
 
 ``sealmq serve`` runs the broker; ``sealmq status`` and ``sealmq broker ...``
 manage its lifecycle (``sealmq.cli.broker``); ``sealmq kms ...`` manages keys in
-the embedded key service (``sealmq.cli.kms``). Every command takes ``--config``
+the embedded key service (``sealmq.cli.kms``); ``sealmq store verify|salvage``
+check the journal of a stopped broker (``sealmq.cli.store``); ``sealmq user ...``
+manages users (``sealmq.cli.users``). Every command takes ``--config``
 and ``--data-dir``. A failure prints one line on stderr and exits non-zero: 2 for
 a configuration refused (a bad file, or a key other than the broker's), 1 for
 anything else.
@@ -12,20 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from sealmq.cli.broker import add_broker_commands, run_broker, run_status
-from sealmq.cli.kms import CliError, add_kms_commands, run_kms
+from sealmq.cli.output import CliError
 from sealmq.config import ConfigError, Settings, load_settings
 from sealmq.control.keys import BrokerKeyError
 from sealmq.control.operations import NoBrokerError
 from sealmq.control.requests import RequestTimeoutError
 from sealmq.control.state import BrokerRunningError
 from sealmq.control.supervisor import BrokerNotServingError
+from sealmq.control.users import UserError
 from sealmq.kms.errors import KmsError
 from sealmq.kms.keystore import KeystoreError
 from sealmq.store.errors import StoreError
@@ -46,6 +50,7 @@ _EXPECTED = (
     BrokerRunningError,
     BrokerNotServingError,
     RequestTimeoutError,
+    UserError,
 )
 
 
@@ -58,15 +63,52 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data folder (overrides the config file)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sealmq", description="An encrypted-everywhere message broker."
-    )
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, sized without ``shutil``.
+
+    argparse's own formatter imports ``shutil`` (and with it ``bz2`` and ``lzma``) to
+    read the terminal width, and it is made for every ``add_argument``: ~0.4 MiB that
+    would stay resident in the broker for nothing.
+    """
+
+    def __init__(self, prog: str) -> None:
+        width = 80
+        with contextlib.suppress(ValueError):
+            width = int(os.environ.get("COLUMNS", "0")) or width
+        if "COLUMNS" not in os.environ and sys.__stdout__ is not None:
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                width = os.get_terminal_size(sys.__stdout__.fileno()).columns or width
+        super().__init__(prog, width=width - 2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser with :class:`_Formatter`; its subcommands' parsers are too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The command line's parser; for ``serve``, one that knows only ``serve``.
+
+    The other commands' modules (key service, store salvage, broker control) are
+    imported only to run or describe them, so the broker does not keep them resident.
+    """
+    parser = _Parser(prog="sealmq", description="An encrypted-everywhere message broker.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the broker")
     _common(serve)
-    add_broker_commands(commands, _common)
-    add_kms_commands(commands, _common)
+    if argv[:1] != ["serve"]:
+        from sealmq.cli.broker import add_broker_commands
+        from sealmq.cli.kms import add_kms_commands
+        from sealmq.cli.store import add_store_commands
+        from sealmq.cli.users import add_user_commands
+
+        add_broker_commands(commands, _common)
+        add_kms_commands(commands, _common)
+        add_store_commands(commands, _common)
+        add_user_commands(commands, _common)
     return parser
 
 
@@ -116,7 +158,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
         settings = _load(args)
     except ConfigError as exc:
@@ -139,12 +181,25 @@ def main(argv: list[str] | None = None) -> int:
     # Results go to stdout as JSON; only warnings and errors are logged, to stderr.
     _configure_logging("warning", stream=sys.stderr)
     try:
-        if args.command == "status":
-            run_status(settings)
-        elif args.command == "broker":
-            run_broker(settings, args)
+        if args.command in ("status", "broker"):
+            from sealmq.cli.broker import run_broker, run_status
+
+            if args.command == "status":
+                run_status(settings)
+            else:
+                run_broker(settings, args)
         elif args.command == "kms":
+            from sealmq.cli.kms import run_kms
+
             run_kms(settings, args)
+        elif args.command == "store":
+            from sealmq.cli.store import run_store
+
+            return run_store(settings, args)
+        elif args.command == "user":
+            from sealmq.cli.users import run_user
+
+            run_user(settings, args)
     except (BrokerKeyError, *_EXPECTED) as exc:
         print(f"sealmq: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -9,7 +9,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["aws_json", "print_json"]
+__all__ = ["CliError", "aws_json", "print_json"]
+
+
+class CliError(Exception):
+    """A command failed; the message is printed as one line."""
 
 
 def _convert(value: Any, name: str = "") -> Any:

@@ -9,31 +9,60 @@ working directory.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sealmq.config.abuse import ABUSE_LIMIT_KEYS, read_abuse_limits
+from sealmq.config.authorization import read_authorization, read_temporary_destinations
+from sealmq.config.checks import (
+    check_account_id,
+    check_bool,
+    check_dead_letter_strategy,
+    check_destination_pattern,
+    check_endpoint,
+    check_groups,
+    check_host,
+    check_kms_key,
+    check_name,
+    check_origins,
+    check_password,
+    check_port,
+    check_queue,
+    check_queue_prefix,
+    check_region,
+    check_slow_consumer_strategy,
+    check_topic_pattern,
+    check_virtual_topic_prefix,
+    is_int,
+    kind,
+    suggest,
+)
+from sealmq.config.destinations import composite_destinations
 from sealmq.config.settings import (
     DEFAULT_TLS_PORTS,
+    DESTINATION_POLICY_KEYS,
     KNOWN_LISTENERS,
     LOG_LEVELS,
     MANAGED_KEY,
     OWNED_KEY,
+    DestinationPolicySettings,
     EncryptionSettings,
     KmsSettings,
     LimitSettings,
     Listener,
     PolicySettings,
+    SecuritySettings,
     Settings,
     StoreSettings,
-    TLSSettings,
     UserSettings,
+    VirtualTopicSettings,
+    WebSocketSettings,
 )
+from sealmq.config.tls import read_certificate_users, read_tls
 
 __all__ = ["CONFIG_ENV_VAR", "ConfigError", "ConfigProblem", "load_settings"]
 
@@ -42,29 +71,32 @@ CONFIG_ENV_VAR = "SEALMQ_CONFIG"
 
 DEFAULT_DATA_DIR = Path("data")
 
-# Amazon MQ's rule for user and group names.
-_NAME_RE = re.compile(r"[A-Za-z0-9._~-]{1,100}")
-# A hostname or address to bind: letters, digits, '.', '-', ':' (IPv6), '%' (scope).
-_HOST_RE = re.compile(r"[A-Za-z0-9.:%-]{1,253}")
 
 # Upper bounds that catch unit mistakes (bytes for KiB, ms for s) early.
 _MAX_FRAME_BODY = 2**31 - 1
 _MAX_SEGMENT_SIZE = 2**31 - 1
+#: An hour: beyond that the confirmed point would protect little against a crash.
+_MAX_CONFIRMED_SYNC_SECONDS = 3600.0
 _MIN_SEGMENT_SIZE = 4096
 _MAX_DATA_KEY_CACHE_SECONDS = 86400.0
+#: Longest connect or read timeout for an external key service: past a minute the
+#: store's writer would stall producers for longer than any client waits.
+_MAX_KMS_TIMEOUT_SECONDS = 60.0
 _MAX_INT32 = 2**31 - 1
-
-# What KMS accepts as a KeyId: key id, key ARN, alias name, alias ARN.
-_KEY_ID_RE = re.compile(
-    r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|mrk-[0-9a-f]{32})"
-)
-_ALIAS_RE = re.compile(r"alias/[a-zA-Z0-9/_-]{1,250}")
-_KMS_ARN_RE = re.compile(
-    r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(?:key/(?P<key>.+)|(?P<alias>alias/.+))"
-)
-_ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
-_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+#: A queue's memory window: at least 64 KiB (a few messages), at most 1 TiB.
+_MIN_MEMORY_LIMIT = 64 * 1024
+_MAX_MEMORY_LIMIT = 2**40
+_MAX_HANDSHAKE_SIZE = 1024 * 1024
+_MAX_HANDSHAKE_SECONDS = 600.0
+# A STOMP CONNECT with login, passcode and host, or an MQTT CONNECT with a token as
+# password, fits in far less; below this even those would be refused.
+_MIN_CONNECT_FRAME = 512
+# Login and frame deadlines: beyond an hour is a unit mistake (ms for s), not a wish.
+_MAX_LIMIT_SECONDS = 3600.0
+# argon2 costs past these take seconds or GiBs per login: surely a unit mistake.
+_MAX_ARGON2_TIME_COST = 64
+_MAX_ARGON2_MEMORY_KIB = 4 * 1024 * 1024
+_MAX_ARGON2_PARALLELISM = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +193,7 @@ class _Reader:
         value = parent.get(key, {})
         dotted = prefix + key
         if not isinstance(value, dict):
-            self.error(dotted, f"expected a table, got {_kind(value)}")
+            self.error(dotted, f"expected a table, got {kind(value)}")
             return {}
         self.unknown_keys(value, dotted + ".", allowed)
         return value
@@ -170,7 +202,7 @@ class _Reader:
         allowed = list(allowed)
         for key in table:
             if key not in allowed:
-                self.error(prefix + key, "unknown key" + _suggest(key, allowed))
+                self.error(prefix + key, "unknown key" + suggest(key, allowed))
 
     def value(
         self,
@@ -202,13 +234,27 @@ class _Reader:
         unit: str = "",
     ) -> int:
         def check(value: Any) -> str | None:
-            if not _is_int(value):
-                return f"expected an integer, got {_kind(value)}"
+            if not is_int(value):
+                return f"expected an integer, got {kind(value)}"
             if not low <= value <= high:
                 return f"must be between {low} and {high}{unit}, got {value}"
             return None
 
         return self.value(table, key, prefix, default, check)
+
+    def seconds(
+        self, table: Mapping[str, Any], key: str, prefix: str, default: float, high: float
+    ) -> float:
+        """A positive number of seconds, at most ``high``."""
+
+        def check(value: Any) -> str | None:
+            if not (is_int(value) or isinstance(value, float)):
+                return f"expected a number of seconds, got {kind(value)}"
+            if not 0 < value <= high:
+                return f"must be more than 0 and at most {high:g} seconds, got {value}"
+            return None
+
+        return float(self.value(table, key, prefix, default, check))
 
     def string(
         self,
@@ -220,7 +266,7 @@ class _Reader:
     ) -> str:
         def typed(value: Any) -> str | None:
             if not isinstance(value, str):
-                return f"expected a string, got {_kind(value)}"
+                return f"expected a string, got {kind(value)}"
             if not value:
                 return "must not be empty"
             return check(value)
@@ -253,10 +299,17 @@ class _Reader:
                 "tls",
                 "users",
                 "limits",
+                "websocket",
                 "store",
                 "encryption",
                 "kms",
                 "policy",
+                "security",
+                "virtual_topics",
+                "advisories",
+                "composite_destinations",
+                "authorization",
+                "certificate_users",
             ),
         )
         file_data_dir = self.string(doc, "data_dir", "", "")
@@ -266,12 +319,12 @@ class _Reader:
                 if file_data_dir
                 else _absolute(DEFAULT_DATA_DIR, Path.cwd())
             )
-        host = self.string(doc, "host", "", "0.0.0.0", _check_host)
+        host = self.string(doc, "host", "", "0.0.0.0", check_host)
 
         def check_level(value: str) -> str | None:
             if value.lower() in LOG_LEVELS:
                 return None
-            return "must be one of " + ", ".join(LOG_LEVELS) + _suggest(value.lower(), LOG_LEVELS)
+            return "must be one of " + ", ".join(LOG_LEVELS) + suggest(value.lower(), LOG_LEVELS)
 
         log_level = self.string(doc, "log_level", "", "info", check_level).lower()
         settings = Settings(
@@ -279,13 +332,26 @@ class _Reader:
             host=host,
             log_level=log_level,
             listeners=self.listeners(doc),
-            tls=self.tls(doc),
+            tls=read_tls(self, doc),
             users=self.users(doc),
             limits=self.limits(doc),
+            websocket=self.websocket(doc),
             store=self.store(doc),
             encryption=self.encryption(doc),
             kms=self.kms(doc),
             policy=self.policy(doc),
+            security=self.security(doc),
+            virtual_topics=self.virtual_topics(doc),
+            composite_destinations=composite_destinations(self, doc),
+            advisories=self.value(
+                self.table(doc, "advisories", "", ("enabled",)),
+                "enabled",
+                "advisories.",
+                True,
+                check_bool,
+            ),
+            certificate_users=read_certificate_users(self, doc),
+            authorization=read_authorization(self, doc),
             config_file=config_file,
         )
         return None if self.problems else settings
@@ -301,7 +367,7 @@ class _Reader:
         ):
             for name in KNOWN_LISTENERS:
                 default: int | None = DEFAULT_TLS_PORTS[name] if tls else None
-                port = self.value(section, name, prefix, default, _check_port)
+                port = self.value(section, name, prefix, default, check_port)
                 if port is None or port is False:
                     continue
                 if port and port in used:
@@ -312,42 +378,26 @@ class _Reader:
                 result.append(Listener(name, port, tls))
         return tuple(result)
 
-    def tls(self, doc: Mapping[str, Any]) -> TLSSettings:
-        table = self.table(doc, "tls", "", ("cert", "key", "ca", "require_client_cert"))
-        cert = self.path(table, "cert", "tls.")
-        key = self.path(table, "key", "tls.")
-        ca = self.path(table, "ca", "tls.")
-        require = self.value(table, "require_client_cert", "tls.", False, _check_bool)
-        if "cert" in table and "key" not in table:
-            self.error("tls.key", "required when tls.cert is set (give both or neither)")
-        if "key" in table and "cert" not in table:
-            self.error("tls.cert", "required when tls.key is set (give both or neither)")
-        if require and "ca" not in table:
-            self.error(
-                "tls.require_client_cert", "needs tls.ca, the CA that client certificates chain to"
-            )
-        return TLSSettings(cert=cert, key=key, ca=ca, require_client_cert=require)
-
     def users(self, doc: Mapping[str, Any]) -> tuple[UserSettings, ...]:
         entries = doc.get("users", [])
         if not isinstance(entries, list):
-            self.error("users", f"expected an array of tables ([[users]]), got {_kind(entries)}")
+            self.error("users", f"expected an array of tables ([[users]]), got {kind(entries)}")
             return ()
         result: list[UserSettings] = []
         seen: dict[str, str] = {}
         for index, entry in enumerate(entries):
             prefix = f"users[{index}]."
             if not isinstance(entry, dict):
-                self.error(f"users[{index}]", f"expected a table, got {_kind(entry)}")
+                self.error(f"users[{index}]", f"expected a table, got {kind(entry)}")
                 continue
             self.unknown_keys(entry, prefix, ("username", "password", "groups"))
             if "username" not in entry:
                 self.error(prefix + "username", "required")
             if "password" not in entry:
                 self.error(prefix + "password", "required")
-            username = self.string(entry, "username", prefix, "", _check_name)
-            password = self.string(entry, "password", prefix, "", _check_password)
-            groups: list[str] = self.value(entry, "groups", prefix, [], _check_groups)
+            username = self.string(entry, "username", prefix, "", check_name)
+            password = self.string(entry, "password", prefix, "", check_password)
+            groups: list[str] = self.value(entry, "groups", prefix, [], check_groups)
             if username in seen:
                 self.error(prefix + "username", f"duplicate of {seen[username]} ({username!r})")
             elif username:
@@ -359,9 +409,21 @@ class _Reader:
     def limits(self, doc: Mapping[str, Any]) -> LimitSettings:
         defaults = LimitSettings()
         table = self.table(
-            doc, "limits", "", ("max_frame_body", "max_frame_headers", "mqtt_max_packet_size")
+            doc,
+            "limits",
+            "",
+            (
+                "max_frame_body",
+                "max_frame_headers",
+                "mqtt_max_packet_size",
+                "max_connect_frame",
+                "login_timeout",
+                "frame_read_timeout",
+                *ABUSE_LIMIT_KEYS,
+            ),
         )
         return LimitSettings(
+            **read_abuse_limits(self, table, defaults),
             max_frame_body=self.integer(
                 table,
                 "max_frame_body",
@@ -389,10 +451,93 @@ class _Reader:
                 high=defaults.mqtt_max_packet_size,
                 unit=" bytes",
             ),
+            max_connect_frame=self.integer(
+                table,
+                "max_connect_frame",
+                "limits.",
+                defaults.max_connect_frame,
+                low=_MIN_CONNECT_FRAME,
+                high=_MAX_INT32,
+                unit=" bytes",
+            ),
+            login_timeout=self.seconds(
+                table, "login_timeout", "limits.", defaults.login_timeout, _MAX_LIMIT_SECONDS
+            ),
+            frame_read_timeout=self.seconds(
+                table,
+                "frame_read_timeout",
+                "limits.",
+                defaults.frame_read_timeout,
+                _MAX_LIMIT_SECONDS,
+            ),
+        )
+
+    def websocket(self, doc: Mapping[str, Any]) -> WebSocketSettings:
+        defaults = WebSocketSettings()
+        prefix = "websocket."
+        table = self.table(
+            doc,
+            "websocket",
+            "",
+            (
+                "allowed_origins",
+                "max_message_size",
+                "max_handshake_size",
+                "handshake_timeout",
+                "permessage_deflate",
+            ),
+        )
+
+        origins: list[str] = self.value(table, "allowed_origins", prefix, [], check_origins)
+        return WebSocketSettings(
+            allowed_origins=tuple(origins),
+            max_message_size=self.integer(
+                table,
+                "max_message_size",
+                prefix,
+                defaults.max_message_size,
+                low=1024,
+                high=_MAX_INT32,
+                unit=" bytes",
+            ),
+            max_handshake_size=self.integer(
+                table,
+                "max_handshake_size",
+                prefix,
+                defaults.max_handshake_size,
+                low=1024,
+                high=_MAX_HANDSHAKE_SIZE,
+                unit=" bytes",
+            ),
+            handshake_timeout=self.seconds(
+                table,
+                "handshake_timeout",
+                prefix,
+                defaults.handshake_timeout,
+                _MAX_HANDSHAKE_SECONDS,
+            ),
+            permessage_deflate=self.value(
+                table, "permessage_deflate", prefix, defaults.permessage_deflate, check_bool
+            ),
         )
 
     def store(self, doc: Mapping[str, Any]) -> StoreSettings:
-        table = self.table(doc, "store", "", ("segment_size",))
+        table = self.table(doc, "store", "", ("segment_size", "confirmed_sync_seconds"))
+
+        def sync_check(value: Any) -> str | None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"expected a number of seconds, got {kind(value)}"
+            if not 0 <= value <= _MAX_CONFIRMED_SYNC_SECONDS:
+                return f"must be between 0 and {_MAX_CONFIRMED_SYNC_SECONDS:g} seconds"
+            return None
+
+        confirmed_sync = self.value(
+            table,
+            "confirmed_sync_seconds",
+            "store.",
+            StoreSettings().confirmed_sync_seconds,
+            sync_check,
+        )
         return StoreSettings(
             segment_size=self.integer(
                 table,
@@ -402,7 +547,8 @@ class _Reader:
                 low=_MIN_SEGMENT_SIZE,
                 high=_MAX_SEGMENT_SIZE,
                 unit=" bytes",
-            )
+            ),
+            confirmed_sync_seconds=float(confirmed_sync),
         )
 
     def encryption(self, doc: Mapping[str, Any]) -> EncryptionSettings:
@@ -416,13 +562,16 @@ class _Reader:
             "kms_credentials_file",
             "kms_profile",
             "kms_ca_bundle",
+            "kms_connect_timeout",
+            "kms_read_timeout",
+            "kms_max_attempts",
         )
         table = self.table(doc, "encryption", "", keys)
         prefix = "encryption."
 
         def check(value: Any) -> str | None:
-            if not (_is_int(value) or isinstance(value, float)):
-                return f"expected a number of seconds, got {_kind(value)}"
+            if not (is_int(value) or isinstance(value, float)):
+                return f"expected a number of seconds, got {kind(value)}"
             if not 0 < value <= _MAX_DATA_KEY_CACHE_SECONDS:
                 return f"must be more than 0 and at most {_MAX_DATA_KEY_CACHE_SECONDS:g} seconds"
             return None
@@ -434,9 +583,27 @@ class _Reader:
             EncryptionSettings().data_key_cache_seconds,
             check,
         )
-        key = self.string(table, "kms_key", prefix, "", _check_kms_key) or None
-        endpoint = self.string(table, "kms_endpoint", prefix, "", _check_endpoint) or None
-        region = self.string(table, "kms_region", prefix, "", _check_region) or None
+        defaults = EncryptionSettings()
+
+        def timeout(value: Any) -> str | None:
+            if not (is_int(value) or isinstance(value, float)):
+                return f"expected a number of seconds, got {kind(value)}"
+            if not 0 < value <= _MAX_KMS_TIMEOUT_SECONDS:
+                return f"must be more than 0 and at most {_MAX_KMS_TIMEOUT_SECONDS:g} seconds"
+            return None
+
+        connect_timeout = self.value(
+            table, "kms_connect_timeout", prefix, defaults.kms_connect_timeout, timeout
+        )
+        read_timeout = self.value(
+            table, "kms_read_timeout", prefix, defaults.kms_read_timeout, timeout
+        )
+        attempts = self.integer(
+            table, "kms_max_attempts", prefix, defaults.kms_max_attempts, low=1, high=10
+        )
+        key = self.string(table, "kms_key", prefix, "", check_kms_key) or None
+        endpoint = self.string(table, "kms_endpoint", prefix, "", check_endpoint) or None
+        region = self.string(table, "kms_region", prefix, "", check_region) or None
         access_key = self.string(table, "kms_access_key_id", prefix, "") or None
         secret = self.string(table, "kms_secret_access_key", prefix, "") or None
         profile = self.string(table, "kms_profile", prefix, "") or None
@@ -471,17 +638,23 @@ class _Reader:
             kms_credentials_file=credentials,
             kms_profile=profile,
             kms_ca_bundle=ca_bundle,
+            kms_connect_timeout=float(connect_timeout),
+            kms_read_timeout=float(read_timeout),
+            kms_max_attempts=attempts,
         )
 
     def kms(self, doc: Mapping[str, Any]) -> KmsSettings:
         defaults = KmsSettings()
         table = self.table(
-            doc, "kms", "", ("region", "account_id", "min_pending_window_days", "data_dir")
+            doc,
+            "kms",
+            "",
+            ("region", "account_id", "min_pending_window_days", "data_dir", "audit_max_bytes"),
         )
         folder = self.string(table, "data_dir", "kms.", "")
-        account_id = self.value(table, "account_id", "kms.", "", _check_account_id)
+        account_id = self.value(table, "account_id", "kms.", "", check_account_id)
         return KmsSettings(
-            region=self.string(table, "region", "kms.", defaults.region, _check_region),
+            region=self.string(table, "region", "kms.", defaults.region, check_region),
             account_id=account_id or None,
             min_pending_window_days=self.integer(
                 table,
@@ -493,161 +666,272 @@ class _Reader:
                 unit=" days",
             ),
             data_dir=_absolute(Path(folder), self.base_dir) if folder else None,
+            audit_max_bytes=self.integer(
+                table,
+                "audit_max_bytes",
+                "kms.",
+                defaults.audit_max_bytes,
+                low=4096,
+                high=2**40,
+                unit=" bytes",
+            ),
         )
 
     def policy(self, doc: Mapping[str, Any]) -> PolicySettings:
         defaults = PolicySettings()
+        prefix = "policy."
         table = self.table(
             doc,
             "policy",
             "",
             (
-                "maximum_redeliveries",
-                "dead_letter_queue",
-                "redelivery_delay_ms",
-                "default_prefetch",
+                *DESTINATION_POLICY_KEYS,
+                "slow_consumer_strategy",
+                "max_slow_duration_ms",
+                "write_buffer_high_water",
+                "destinations",
             ),
         )
+        general = self.destination_policy(table, prefix, defaults)
         return PolicySettings(
-            maximum_redeliveries=self.integer(
+            **general,  # type: ignore[arg-type]
+            slow_consumer_strategy=self.string(
                 table,
-                "maximum_redeliveries",
-                "policy.",
-                defaults.maximum_redeliveries,
-                low=-1,
-                high=_MAX_INT32,
+                "slow_consumer_strategy",
+                prefix,
+                defaults.slow_consumer_strategy,
+                check_slow_consumer_strategy,
             ),
-            dead_letter_queue=self.string(
-                table, "dead_letter_queue", "policy.", defaults.dead_letter_queue, _check_queue
-            ),
-            redelivery_delay_ms=self.integer(
+            max_slow_duration_ms=self.integer(
                 table,
-                "redelivery_delay_ms",
-                "policy.",
-                defaults.redelivery_delay_ms,
-                low=0,
+                "max_slow_duration_ms",
+                prefix,
+                defaults.max_slow_duration_ms,
+                low=1,
                 high=_MAX_INT32,
                 unit=" ms",
             ),
-            default_prefetch=self.integer(
+            write_buffer_high_water=self.integer(
                 table,
-                "default_prefetch",
-                "policy.",
-                defaults.default_prefetch,
-                low=0,
+                "write_buffer_high_water",
+                prefix,
+                defaults.write_buffer_high_water,
+                low=4096,
                 high=_MAX_INT32,
+                unit=" bytes",
             ),
+            destinations=self.policy_destinations(table, defaults),
         )
 
+    def policy_destinations(
+        self, table: Mapping[str, Any], defaults: PolicySettings
+    ) -> tuple[DestinationPolicySettings, ...]:
+        entries = table.get("destinations", [])
+        if not isinstance(entries, list):
+            self.error(
+                "policy.destinations",
+                f"expected [[policy.destinations]] entries, got {kind(entries)}",
+            )
+            return ()
+        result = []
+        for i, entry in enumerate(entries):
+            prefix = f"policy.destinations[{i}]."
+            if not isinstance(entry, dict):
+                self.error(prefix[:-1], f"expected a table, got {kind(entry)}")
+                continue
+            self.unknown_keys(entry, prefix, ("destination", *DESTINATION_POLICY_KEYS))
+            pattern = self.string(entry, "destination", prefix, "", check_destination_pattern)
+            if "destination" not in entry:
+                self.error(prefix + "destination", 'missing: e.g. "queue://orders.>"')
+            overrides = self.destination_policy(entry, prefix, defaults, present_only=True)
+            if pattern:
+                result.append(DestinationPolicySettings(pattern, tuple(overrides.items())))
+        return tuple(result)
 
-# -- value checks: return the reason a value is wrong, or None --------------------------------
+    def destination_policy(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        defaults: PolicySettings,
+        *,
+        present_only: bool = False,
+    ) -> dict[str, int | float | str]:
+        """The per-destination settings of ``table`` (all of them, defaulted, or only
+        those it sets)."""
+        int32 = _MAX_INT32
 
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass; `port = true` must not mean port 1.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_port(value: Any) -> str | None:
-    if value is False:
-        return None
-    if not _is_int(value):
-        return f"expected a port number or false (disabled), got {_kind(value)}"
-    if not 0 <= value <= 65535:
-        return f"port must be between 0 and 65535 (0 = pick a free port), got {value}"
-    return None
-
-
-def _check_bool(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"expected true or false, got {_kind(value)}"
-
-
-def _check_host(value: str) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-        return None
-    except ValueError:
-        pass
-    if _HOST_RE.fullmatch(value) and ":" not in value:
-        return None
-    return f"not an IP address or host name: {value!r}"
-
-
-def _check_kms_key(value: str) -> str | None:
-    if value in (MANAGED_KEY, OWNED_KEY):
-        return None
-    if _KEY_ID_RE.fullmatch(value) or _ALIAS_RE.fullmatch(value):
-        return None
-    arn = _KMS_ARN_RE.fullmatch(value)
-    if arn is not None:
-        name = arn.group("key") or ""
-        alias = arn.group("alias") or ""
-        if _KEY_ID_RE.fullmatch(name) or _ALIAS_RE.fullmatch(alias):
+        def multiplier(value: Any) -> str | None:
+            if not (is_int(value) or isinstance(value, float)):
+                return f"expected a number, got {kind(value)}"
+            if not 1 <= value <= 1000:
+                return f"must be between 1 and 1000, got {value}"
             return None
-    return (
-        f'must be "{MANAGED_KEY}", "{OWNED_KEY}", or a KMS key id, key ARN, alias name '
-        f"(alias/...) or alias ARN, got {value[:100]!r}"
-    )
 
+        values: dict[str, int | float | str] = {
+            "maximum_redeliveries": self.integer(
+                table,
+                "maximum_redeliveries",
+                prefix,
+                defaults.maximum_redeliveries,
+                low=-1,
+                high=int32,
+            ),
+            "redelivery_delay_ms": self.integer(
+                table,
+                "redelivery_delay_ms",
+                prefix,
+                defaults.redelivery_delay_ms,
+                low=0,
+                high=int32,
+                unit=" ms",
+            ),
+            "use_exponential_back_off": self.value(
+                table,
+                "use_exponential_back_off",
+                prefix,
+                defaults.use_exponential_back_off,
+                check_bool,
+            ),
+            "back_off_multiplier": float(
+                self.value(
+                    table, "back_off_multiplier", prefix, defaults.back_off_multiplier, multiplier
+                )
+            ),
+            "maximum_redelivery_delay_ms": self.integer(
+                table,
+                "maximum_redelivery_delay_ms",
+                prefix,
+                defaults.maximum_redelivery_delay_ms,
+                low=-1,
+                high=int32,
+                unit=" ms (-1: no cap)",
+            ),
+            "process_non_persistent": self.value(
+                table,
+                "process_non_persistent",
+                prefix,
+                defaults.process_non_persistent,
+                check_bool,
+            ),
+            "process_expired": self.value(
+                table, "process_expired", prefix, defaults.process_expired, check_bool
+            ),
+            "dead_letter_strategy": self.string(
+                table,
+                "dead_letter_strategy",
+                prefix,
+                defaults.dead_letter_strategy,
+                check_dead_letter_strategy,
+            ),
+            "dead_letter_queue": self.string(
+                table, "dead_letter_queue", prefix, defaults.dead_letter_queue, check_queue
+            ),
+            "dead_letter_queue_prefix": self.string(
+                table,
+                "dead_letter_queue_prefix",
+                prefix,
+                defaults.dead_letter_queue_prefix,
+                check_queue_prefix,
+            ),
+            "dead_letter_topic_prefix": self.string(
+                table,
+                "dead_letter_topic_prefix",
+                prefix,
+                defaults.dead_letter_topic_prefix,
+                check_queue_prefix,
+            ),
+            "default_prefetch": self.integer(
+                table,
+                "default_prefetch",
+                prefix,
+                defaults.default_prefetch,
+                low=0,
+                high=int32,
+            ),
+            "pending_message_limit": self.integer(
+                table,
+                "pending_message_limit",
+                prefix,
+                defaults.pending_message_limit,
+                low=-1,
+                high=int32,
+                unit=" messages (-1: no limit)",
+            ),
+            "memory_limit": self.integer(
+                table,
+                "memory_limit",
+                prefix,
+                defaults.memory_limit,
+                low=_MIN_MEMORY_LIMIT,
+                high=_MAX_MEMORY_LIMIT,
+                unit=" bytes",
+            ),
+        }
+        if present_only:
+            return {key: value for key, value in values.items() if key in table}
+        return values
 
-def _check_endpoint(value: str) -> str | None:
-    if not value.startswith("https://") or len(value) <= len("https://"):
-        return f"must be an https:// URL (keys never travel in clear), got {value[:100]!r}"
-    return None
+    def security(self, doc: Mapping[str, Any]) -> SecuritySettings:
+        defaults = SecuritySettings()
+        prefix = "security."
+        table = self.table(
+            doc,
+            "security",
+            "",
+            (
+                "password_hash_time_cost",
+                "password_hash_memory_kib",
+                "password_hash_parallelism",
+                "anonymous_access",
+                "temporary_destinations",
+            ),
+        )
+        result = SecuritySettings(
+            password_hash_time_cost=self.integer(
+                table,
+                "password_hash_time_cost",
+                prefix,
+                defaults.password_hash_time_cost,
+                low=1,
+                high=_MAX_ARGON2_TIME_COST,
+            ),
+            password_hash_memory_kib=self.integer(
+                table,
+                "password_hash_memory_kib",
+                prefix,
+                defaults.password_hash_memory_kib,
+                low=8,
+                high=_MAX_ARGON2_MEMORY_KIB,
+                unit=" KiB",
+            ),
+            password_hash_parallelism=self.integer(
+                table,
+                "password_hash_parallelism",
+                prefix,
+                defaults.password_hash_parallelism,
+                low=1,
+                high=_MAX_ARGON2_PARALLELISM,
+            ),
+            anonymous_access=self.value(table, "anonymous_access", prefix, False, check_bool),
+            temporary_destinations=read_temporary_destinations(self, table),
+        )
+        if result.password_hash_memory_kib < 8 * result.password_hash_parallelism:
+            self.error(
+                prefix + "password_hash_memory_kib",
+                "argon2 needs at least 8 KiB per lane "
+                f"({8 * result.password_hash_parallelism} for password_hash_parallelism = "
+                f"{result.password_hash_parallelism}), got {result.password_hash_memory_kib}",
+            )
+        return result
 
-
-def _check_region(value: str) -> str | None:
-    if _REGION_RE.fullmatch(value):
-        return None
-    return f"not a region name like us-east-1, got {value[:64]!r}"
-
-
-def _check_account_id(value: Any) -> str | None:
-    if isinstance(value, str) and _ACCOUNT_ID_RE.fullmatch(value):
-        return None
-    shown = repr(value[:64]) if isinstance(value, str) else _kind(value)
-    return f'must be a string of exactly 12 digits, like "111122223333", got {shown}'
-
-
-def _check_name(value: str) -> str | None:
-    if _NAME_RE.fullmatch(value):
-        return None
-    return "must be 1-100 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
-
-
-def _check_password(value: str) -> str | None:
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        return "must not contain control characters"
-    return None
-
-
-def _check_groups(value: Any) -> str | None:
-    if not isinstance(value, list):
-        return f"expected an array of group names, got {_kind(value)}"
-    for item in value:
-        if not isinstance(item, str):
-            return f"group names must be strings, got {_kind(item)}"
-        if not _NAME_RE.fullmatch(item):
-            return f"invalid group name {item!r}: {_check_name(item)}"
-    return None
-
-
-def _check_queue(value: str) -> str | None:
-    if any(char in value for char in "*>") or value.startswith(("/", "queue://", "topic://")):
-        return "must be a plain ActiveMQ queue name, without wildcards or prefixes"
-    if any(not part for part in value.split(".")):
-        return "must not have empty segments (leading, trailing or doubled '.')"
-    return None
-
-
-def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names |= {list: "an array", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _suggest(key: str, choices: Iterable[str]) -> str:
-    import difflib  # only when a key is unknown
-
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    def virtual_topics(self, doc: Mapping[str, Any]) -> VirtualTopicSettings:
+        defaults = VirtualTopicSettings()
+        prefix = "virtual_topics."
+        table = self.table(doc, "virtual_topics", "", ("enabled", "name", "prefix"))
+        return VirtualTopicSettings(
+            enabled=self.value(table, "enabled", prefix, defaults.enabled, check_bool),
+            name=self.string(table, "name", prefix, defaults.name, check_topic_pattern),
+            prefix=self.string(
+                table, "prefix", prefix, defaults.prefix, check_virtual_topic_prefix
+            ),
+        )

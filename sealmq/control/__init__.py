@@ -8,6 +8,8 @@
 - ``supervisor``  RUNNING <-> CRITICAL_ACTION_REQUIRED as the key service answers
 - ``requests``    asking a running broker to act (request file + SIGUSR1)
 - ``operations``  what ``sealmq status`` / ``sealmq broker ...`` do
+- ``admin``       the generated admin password, kept readable until ``[[users]]``
+  replace it
 
 Imports config, store, kms and core; never net or adapters (the composition root,
 ``sealmq.app``, hands the supervisor what serves clients).

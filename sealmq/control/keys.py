@@ -75,6 +75,7 @@ __all__ = [
     "KeyBackend",
     "check_key_access",
     "has_broker_data",
+    "key_failure_code",
     "load_record",
     "new_broker_id",
     "save_record",
@@ -537,8 +538,10 @@ class ExternalKeys(KeyBackend):
 
     def _client_provider(self, key_id: str, *, for_check: bool = False) -> RemoteKeyProvider:
         enc = self._settings.encryption
-        # The check's client: botocore's own retries (3 attempts) and timeouts (5 s
-        # connect, 10 s read) would otherwise hide inside each of the check's attempts.
+        # The check's client makes one attempt per call (the check retries on its own);
+        # the store's is bounded by the settings, for its writer thread (and so every
+        # producer waiting for a confirmation) waits on it: botocore's defaults (3
+        # attempts of 5 s connect + 10 s read) stalled them for up to 45 s.
         bounded: dict[str, Any] = (
             {
                 "max_attempts": 1,
@@ -546,7 +549,11 @@ class ExternalKeys(KeyBackend):
                 "read_timeout": CHECK_READ_TIMEOUT,
             }
             if for_check
-            else {}
+            else {
+                "max_attempts": enc.kms_max_attempts,
+                "connect_timeout": enc.kms_connect_timeout,
+                "read_timeout": enc.kms_read_timeout,
+            }
         )
         return RemoteKeyProvider(
             self.endpoint,
@@ -680,6 +687,19 @@ def _transient(exc: BaseException) -> bool:
         return code in _TRANSIENT_CODES or code.endswith("Throttling") or status >= 500
     # Connection refused, timeouts, TLS failures: the service may come back.
     return True
+
+
+def key_failure_code(exc: BaseException) -> str:
+    """The action code a store failure for lack of the key points to, before any check.
+
+    The store's ``KeyUnavailableError`` carries the provider's exception as its
+    cause: a KMS refusal is ``INVALID_KMS_KEY``; a timeout, a refused connection or
+    a KMS fault is ``KMS_KEY_UNREACHABLE``.
+    """
+    cause = exc.__cause__
+    if cause is None:
+        return ACTION_INVALID_KMS_KEY  # the store's own finding (another data key came back)
+    return ACTION_KMS_UNREACHABLE if _transient(cause) else ACTION_INVALID_KMS_KEY
 
 
 def check_key_access(

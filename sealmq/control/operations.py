@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from sealmq.control.keys import (
     open_backend,
     save_record,
 )
-from sealmq.control.requests import ask_running_broker
+from sealmq.control.requests import RequestTimeoutError, ask_running_broker
 from sealmq.control.state import (
     DELETION_IN_PROGRESS,
     STOPPED,
@@ -39,8 +40,10 @@ from sealmq.control.state import (
     read_status,
     write_status,
 )
+from sealmq.control.users import Users
 from sealmq.kms.service import KeyService, open_key_service
 from sealmq.store.filestore import FileStore
+from sealmq.store.keys import KeyProvider
 from sealmq.store.lock import DataDirLock
 
 __all__ = [
@@ -49,17 +52,22 @@ __all__ = [
     "broker_status",
     "delete_broker",
     "open_embedded_service",
+    "open_file_store",
     "require_record",
     "restore_key_access",
     "rotate_data_keys",
+    "user_command",
 ]
 
 log = logging.getLogger("sealmq.control")
 
 #: What the embedded key service keeps in its folder (kept when a broker is deleted).
 KEY_SERVICE_ENTRIES = ("keys", "audit", "credentials")
-#: Default time to wait for a running broker to rotate its data keys.
-ROTATION_TIMEOUT_SECONDS = 600.0
+#: How long ``sealmq user`` waits for a running broker to reload its users, in seconds.
+USER_RELOAD_TIMEOUT_SECONDS = 30.0
+#: Default time to wait for a running broker to rotate its data keys, in seconds
+#: (``--timeout``). A broker whose asker gave up finishes anyway and logs it.
+ROTATION_TIMEOUT_SECONDS = 60.0
 
 
 class NoBrokerError(Exception):
@@ -73,6 +81,7 @@ def open_embedded_service(settings: Settings) -> KeyService:
         region=settings.kms.region,
         account_id=settings.kms.account_id,
         min_pending_window_days=settings.kms.min_pending_window_days,
+        audit_max_bytes=settings.kms.audit_max_bytes,
     )
 
 
@@ -134,17 +143,23 @@ def restore_key_access(settings: Settings) -> dict[str, Any]:
     }
 
 
+def open_file_store(settings: Settings, provider: KeyProvider, broker_id: str) -> FileStore:
+    """The broker's journal as ``settings`` shape it; the caller recovers or examines it."""
+    return FileStore(
+        settings.data_dir,
+        provider,
+        broker_id,
+        segment_size=settings.store.segment_size,
+        data_key_cache_seconds=settings.encryption.data_key_cache_seconds,
+        confirmed_sync_seconds=settings.store.confirmed_sync_seconds,
+    )
+
+
 async def _rotate_offline(
     settings: Settings, backend: KeyBackend, record: BrokerRecord
 ) -> list[int]:
     provider = backend.provider(record)
-    store = FileStore(
-        settings.data_dir,
-        provider,
-        record.broker_id,
-        segment_size=settings.store.segment_size,
-        data_key_cache_seconds=settings.encryption.data_key_cache_seconds,
-    )
+    store = open_file_store(settings, provider, record.broker_id)
     try:
         store.recover()
         return await store.rotate_data_keys()
@@ -156,17 +171,25 @@ async def _rotate_offline(
 
 
 async def rotate_data_keys(
-    settings: Settings, *, timeout: float = ROTATION_TIMEOUT_SECONDS
+    settings: Settings,
+    *,
+    timeout: float = ROTATION_TIMEOUT_SECONDS,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Fresh data keys for new segments, live records of older ones rewritten under them.
 
-    A running broker does it itself, serving throughout; a stopped one is
+    A running broker does it itself, serving throughout (waited for at most
+    ``timeout`` seconds, ``progress`` told what is waited for); a stopped one is
     rotated here.
     """
     record = require_record(settings)
     if is_running(settings.data_dir):
         doc = await asyncio.to_thread(
-            ask_running_broker, settings.data_dir, "rotate-data-keys", timeout=timeout
+            ask_running_broker,
+            settings.data_dir,
+            "rotate-data-keys",
+            timeout=timeout,
+            progress=progress,
         )
         if not doc.get("ok"):
             raise BrokerKeyError(f"the broker could not rotate: {doc.get('error')}")
@@ -262,3 +285,50 @@ def delete_broker(settings: Settings) -> dict[str, Any]:
         )
     log.info("deleted broker %s", record.broker_id)
     return report
+
+
+def user_command(
+    settings: Settings,
+    change: Callable[[Users], Any],
+    *,
+    reload: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Any:
+    """Run ``change`` on the data folder's managed users (``sealmq user ...``); then,
+    with ``reload``, a running broker is asked to read them again, so that new
+    connections use them at once. ``Applied`` in a dict result says when they apply.
+    """
+    record = require_record(settings)
+    backend, service = _backend(settings)
+    try:
+        provider = backend.provider(record)
+        try:
+            result = change(Users(settings, provider, record.broker_id))
+        finally:
+            close = getattr(provider, "close", None)
+            if callable(close):
+                close()
+    finally:
+        backend.close()
+        if service is not None:
+            service.close()
+    if not reload or not isinstance(result, dict):
+        return result
+    applied = "at the next start"
+    if is_running(settings.data_dir):
+        try:
+            doc = ask_running_broker(
+                settings.data_dir,
+                "reload-users",
+                timeout=USER_RELOAD_TIMEOUT_SECONDS,
+                progress=progress,
+            )
+        except (RequestTimeoutError, OSError) as exc:
+            applied = f"at the next start or reload (the broker did not reload: {exc})"
+        else:
+            applied = (
+                "now, for new connections"
+                if doc.get("ok")
+                else f"when the broker serves again ({doc.get('error')})"
+            )
+    return {**result, "Applied": applied}

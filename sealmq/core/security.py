@@ -18,20 +18,28 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import argon2
+from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from sealmq.core.limits import LoginThrottle, address_host
+
 __all__ = [
+    "ANONYMOUS",
     "Authenticator",
+    "PasswordHasher",
+    "PeerCertificate",
     "Principal",
+    "ReloadableAuthenticator",
     "UserRecord",
     "generate_password",
     "hash_password",
+    "password_hasher",
     "verify_password",
 ]
 
@@ -48,6 +56,12 @@ DEFAULT_CACHE_SECONDS = 60.0
 DEFAULT_CACHE_ENTRIES = 1024
 
 Password = str | bytes
+
+
+def password_hasher(*, time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    """An argon2id hasher with these costs, for :func:`hash_password` and
+    :meth:`UserRecord.create` (``[security]`` settings; tests use cheap ones)."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
 
 
 def hash_password(password: Password, *, hasher: argon2.PasswordHasher | None = None) -> str:
@@ -78,20 +92,51 @@ def generate_password() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """The certificate a client presented in its TLS handshake and the listener verified.
+
+    ``subject`` and ``issuer`` are distinguished names as Java's ``X500Principal``
+    (and so ActiveMQ) writes them: most specific first, ``CN=client,O=Example,C=US``.
+    """
+
+    subject: str
+    issuer: str
+    serial_number: str
+    #: SHA-256 of the DER certificate, lowercase hex.
+    fingerprint: str
+    #: Subject alternative names as ``DNS:name``, ``email:addr``, ``URI:uri``,
+    #: ``IP Address:1.2.3.4`` (Python's ``getpeercert`` names).
+    subject_alt_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
-    """Who an authenticated connection acts as."""
+    """Who an authenticated connection acts as: the user, its groups, its certificate.
+
+    Adapters pass it to :meth:`sealmq.core.broker.Broker.connect`; the core takes the
+    user name from it (session ownership, the user a message was sent by) and later
+    authorization takes the groups.
+    """
 
     username: str
-    groups: frozenset[str]
+    groups: frozenset[str] = frozenset()
+    certificate: PeerCertificate | None = None
+
+
+#: Who a client without credentials is when anonymous access is on (ActiveMQ's
+#: ``anonymousAccessAllowed`` uses the same user and group names).
+ANONYMOUS = Principal("anonymous", frozenset({"anonymous"}))
 
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    """A stored user: name, argon2id hash of the password, groups."""
+    """A stored user: name, argon2id hash of the password, groups, console access."""
 
     username: str
     password_hash: str = field(repr=False)
     groups: frozenset[str] = frozenset()
+    #: May use the web console (Amazon MQ's ``consoleAccess``); stored, not yet used.
+    console_access: bool = False
 
     @classmethod
     def create(
@@ -134,6 +179,15 @@ class Authenticator:
     - entries expire after ``cache_seconds`` and are bounded in number, and a
       new Authenticator (after a user or password change) starts empty.
     Concurrent attempts with the same credentials share one verification.
+
+    Anonymous access (``anonymous``): a client with neither user name nor password
+    is :data:`ANONYMOUS`; without it, such a client is refused like a wrong password.
+    A user name without a password (or the reverse) is always refused.
+
+    Certificate logins (``certificates``, ActiveMQ's certificate authentication): a
+    client whose verified certificate's subject (or a subject alternative name) is
+    listed is that principal, without a password, unless it names another user (then
+    its password is checked as usual).
     """
 
     def __init__(
@@ -144,7 +198,12 @@ class Authenticator:
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
         max_concurrent_verifies: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        anonymous: bool = False,
+        certificates: Mapping[str, Principal] | None = None,
     ) -> None:
+        self.anonymous = anonymous
+        #: Certificate logins by ``subject:<DN>`` or ``san:<kind>:<value>``.
+        self.certificates = dict(certificates or {})
         self._records: dict[str, UserRecord] = {}
         for record in records:
             if record.username in self._records:
@@ -172,10 +231,11 @@ class Authenticator:
     def authenticate(self, username: str | None, password: Password | None) -> Principal | None:
         """The principal for these credentials, or None; blocks for one argon2 verify.
 
-        Missing credentials return None at once: there is no secret to protect.
+        Missing credentials return at once (None, or :data:`ANONYMOUS`): there is
+        no secret to protect.
         """
-        if username is None or password is None:
-            return None
+        if not username or password is None:
+            return self._without_credentials(username, password)
         key = self._cache_key(username, password)
         principal = self._cached(key)
         if principal is None:
@@ -185,11 +245,22 @@ class Authenticator:
         return principal
 
     async def authenticate_async(
-        self, username: str | None, password: Password | None
+        self,
+        username: str | None,
+        password: Password | None,
+        certificate: PeerCertificate | None = None,
+        peer: str | None = None,
     ) -> Principal | None:
-        """Like :meth:`authenticate`, with the argon2 verify in a worker thread."""
-        if username is None or password is None:
-            return None
+        """Like :meth:`authenticate`, with the argon2 verify in a worker thread;
+        ``certificate``: the client's verified certificate, for certificate logins.
+        ``peer`` is accepted for the adapters' protocol; throttling by address is
+        :class:`ReloadableAuthenticator`'s."""
+        if certificate is not None and self.certificates:
+            mapped = self.by_certificate(certificate)
+            if mapped is not None and (not username or username == mapped.username):
+                return mapped
+        if not username or password is None:
+            return self._without_credentials(username, password)
         key = self._cache_key(username, password)
         principal = self._cached(key)
         if principal is not None:
@@ -203,14 +274,25 @@ class Authenticator:
         # Shielded: one caller giving up must not cancel the others' shared attempt.
         return await asyncio.shield(future)
 
+    def by_certificate(self, certificate: PeerCertificate) -> Principal | None:
+        """The principal ``certificate`` logs in as, or None if it is not listed."""
+        found = self.certificates.get("subject:" + certificate.subject)
+        if found is None:
+            for name in certificate.subject_alt_names:
+                found = self.certificates.get("san:" + name)
+                if found is not None:
+                    break
+        return found
+
     def clear_cache(self) -> None:
         """Forget every remembered login."""
         with self._lock:
             self._cache.clear()
 
-    def close(self) -> None:
-        """Stop the verification threads (running verifies finish first)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self, *, cancel_pending: bool = True) -> None:
+        """Stop the verification threads (running verifies finish first; queued ones
+        too unless ``cancel_pending``)."""
+        self._executor.shutdown(wait=False, cancel_futures=cancel_pending)
 
     def to_bytes(self) -> bytes:
         """The records as JSON (hashes, never passwords), for :meth:`from_bytes`."""
@@ -233,6 +315,14 @@ class Authenticator:
         return cls(_parse_records(data), **kwargs)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _without_credentials(
+        self, username: str | None, password: Password | None
+    ) -> Principal | None:
+        # An empty login header or user name is no credential either (clients differ).
+        if self.anonymous and not username and not password:
+            return ANONYMOUS
+        return None
 
     def _verify(self, username: str, password: Password) -> Principal | None:
         record = self._records.get(username)
@@ -271,6 +361,59 @@ class Authenticator:
             principal = future.result()
             if principal is not None:
                 self._remember(key, principal)
+
+
+class ReloadableAuthenticator:
+    """The users new logins are checked against, replaced while the broker serves.
+
+    Adapters hold this one object; :meth:`replace` puts a new :class:`Authenticator`
+    (users changed) behind it. Logins already being verified finish against the old
+    users; connected clients keep what they logged in as.
+    """
+
+    def __init__(self, current: Authenticator, throttle: LoginThrottle | None = None) -> None:
+        self.current = current
+        #: Failed-login throttling per user and address; None: none.
+        self.throttle = throttle
+
+    @property
+    def records(self) -> tuple[UserRecord, ...]:
+        return self.current.records
+
+    def authenticate(self, username: str | None, password: Password | None) -> Principal | None:
+        return self.current.authenticate(username, password)
+
+    async def authenticate_async(
+        self,
+        username: str | None,
+        password: Password | None,
+        certificate: PeerCertificate | None = None,
+        peer: str | None = None,
+    ) -> Principal | None:
+        """As :meth:`Authenticator.authenticate_async`; ``peer`` (the client's address)
+        for throttling: a user or address past its failures is refused unchecked, and
+        each failure past the first few is answered later."""
+        throttle = self.throttle
+        if throttle is None:
+            return await self.current.authenticate_async(username, password, certificate)
+        host = address_host(peer)
+        if throttle.locked(username, host) is not None:
+            return None
+        principal = await self.current.authenticate_async(username, password, certificate)
+        if principal is None:
+            delay = throttle.failed(username, host)
+            if delay:
+                await asyncio.sleep(delay)
+        else:
+            throttle.succeeded(username)
+        return principal
+
+    def replace(self, authenticator: Authenticator) -> None:
+        old, self.current = self.current, authenticator
+        old.close(cancel_pending=False)
+
+    def close(self) -> None:
+        self.current.close()
 
 
 def _decoy_hash(records: Iterable[UserRecord]) -> str:

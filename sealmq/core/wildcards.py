@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["is_wildcard", "matches"]
+__all__ = ["covers", "is_wildcard", "matches"]
 
 
 def is_wildcard(name: str) -> bool:
@@ -38,5 +38,31 @@ def matches(pattern: str, name: str) -> bool:
         if i >= len(levels):
             return False
         if part != "*" and part != levels[i]:
+            return False
+    return len(parts) == len(levels)
+
+
+def covers(pattern: str, name: str) -> bool:
+    """Whether every destination ``name`` can stand for is selected by ``pattern``.
+
+    For a plain ``name`` this is :func:`matches` without MQTT's ``$`` rule (an
+    authorization entry ``>`` is about names, not subscriptions). For a wildcard
+    ``name`` (a subscription), ``pattern`` must select all it can match: ``a.>``
+    covers ``a.*`` and ``a.b.>``, while ``a.*`` does not cover ``a.>`` and ``a.b``
+    does not cover ``a.*``.
+    """
+    if pattern == name:
+        return True
+    parts = _split(pattern)
+    levels = _split(name)
+    for i, part in enumerate(parts):
+        if part == ">":
+            return True
+        if i >= len(levels):
+            return False
+        level = levels[i]
+        if level == ">":
+            return False  # only a ">" selects any depth
+        if part != "*" and (level == "*" or part != level):
             return False
     return len(parts) == len(levels)

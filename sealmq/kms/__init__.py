@@ -11,7 +11,8 @@ Imports nothing of sealmq outside this package. Modules:
 - ``audit``     the hash-chained CloudTrail-shaped trail, its checkpoint and ``verify_audit``
 - ``sigv4``, ``wire``, ``server``  SigV4, the JSON 1.1 protocol, the HTTPS server
 - ``clients``   ``ServiceKeyProvider`` and ``RemoteKeyProvider`` for the store
-- ``local``     the older one-key service (its data folders migrate on first open)
+- ``policy``    key policies: validation and evaluation
+- ``local``     a keystore folder's service-owned key as a bare KeyProvider (tests, tools)
 
 Nothing is imported here, so ``sealmq.kms.local`` stays importable without botocore.
 """

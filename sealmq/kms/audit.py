@@ -32,6 +32,16 @@ A torn last line (a crash in the middle of a write) is cut when the log is
 reopened, and the next line says how many bytes were cut
 (``additionalEventData.truncatedTailBytes``).
 
+Rotation: once the live file (``kms.jsonl``) would grow past ``max_bytes``
+(``[kms] audit_max_bytes``), it is renamed ``kms.000001.jsonl`` (then
+``.000002`` ...) and a new live file begins. Its first line chains to the
+renamed file's last line, as any line does, and also says which file came
+before and how many lines the trail had (``previousFile``), so
+:func:`verify_audit`, reading every file oldest first, reports a missing,
+renamed or reordered file by name. Line numbers and the checkpoint count lines
+across all files. Rotated files are never deleted by the service: archive them
+whole (with the live file), as ``verify-audit`` needs them all.
+
 Several processes may append to one trail (a broker and the ``sealmq kms``
 command sharing a key service): each append holds an exclusive ``flock`` on the
 file and first reads whatever other processes appended since this one last
@@ -53,12 +63,14 @@ from typing import Any, NamedTuple
 from sealmq.kms.files import fsync_dir, make_private_dir
 
 __all__ = [
+    "AUDIT_MAX_BYTES",
     "CHECKPOINT_LINES",
     "CHECKPOINT_SECONDS",
     "DAMAGE_FIELD",
     "GENESIS_HASH",
     "AuditLog",
     "Checkpoint",
+    "audit_files",
     "verify_audit",
 ]
 
@@ -73,6 +85,54 @@ CHECKPOINT_LINES = 1000
 CHECKPOINT_SECONDS = 300.0
 #: Key in ``additionalEventData`` of a line written after the trail was found damaged.
 DAMAGE_FIELD = "auditTrailDamage"
+#: Size past which the live file is rotated (bytes): 64 MiB is about 40,000 calls,
+#: a file any JSON-lines tool reads whole; CloudTrail itself delivers smaller files.
+AUDIT_MAX_BYTES = 64 * 1024 * 1024
+#: Field of a file's first line naming the file before it and the lines before it.
+PREVIOUS_FILE_FIELD = "previousFile"
+
+
+def _rotated_name(path: Path, number: int) -> Path:
+    return path.with_name(f"{path.stem}.{number:06d}{path.suffix}")
+
+
+def _rotated(path: Path) -> list[tuple[int, Path]]:
+    """The rotated files of the live file ``path``, by number, oldest first."""
+    prefix, suffix = f"{path.stem}.", path.suffix
+    found: list[tuple[int, Path]] = []
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        middle = name[len(prefix) : len(name) - len(suffix)] if suffix else name[len(prefix) :]
+        if name.startswith(prefix) and name.endswith(suffix) and middle.isdigit():
+            found.append((int(middle), path.with_name(name)))
+    return sorted(found)
+
+
+def audit_files(path: Path) -> list[Path]:
+    """Every file of the trail whose live file is ``path``: rotated ones oldest first, then it."""
+    path = Path(path)
+    files = [p for _, p in _rotated(path)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+def _previous_file(line: bytes) -> tuple[str, int] | None:
+    """The ``previousFile`` a first line names: (file name, lines before), if any."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    found = event.get(PREVIOUS_FILE_FIELD) if isinstance(event, dict) else None
+    if not isinstance(found, dict):
+        return None
+    name, lines = found.get("name"), found.get("lines")
+    if not isinstance(name, str) or not isinstance(lines, int) or isinstance(lines, bool):
+        return None
+    return name, lines
 
 
 class Checkpoint(NamedTuple):
@@ -108,28 +168,34 @@ class AuditLog:
     """
 
     def __init__(
-        self, path: Path, *, fsync: bool = True, checkpoint: Checkpoint | None = None
+        self,
+        path: Path,
+        *,
+        fsync: bool = True,
+        checkpoint: Checkpoint | None = None,
+        max_bytes: int = AUDIT_MAX_BYTES,
     ) -> None:
         self._path = Path(path)
         self._fsync = fsync
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         make_private_dir(self._path.parent)
-        created = not self._path.exists()
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "r+b", buffering=0)
-        if created:  # the trail's name outlives a crash, as the checkpoint of its lines does
-            fsync_dir(self._path.parent)
+        self._file = self._open_live()
         self._head, self._lines, self._end = GENESIS_HASH, 0, 0
+        #: Lines of the rotated files before the live one (from its first line).
+        self._base = 0
         self._cut = 0
         #: What was found wrong with the trail, for the next line to say.
         self._damage: list[str] = []
         #: A checkpoint still to be checked as lines are read.
         self._expect = checkpoint if checkpoint is not None and checkpoint.lines > 0 else None
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        #: The first line of the next file to write: (previous file's name, lines before).
+        self._previous: tuple[str, int] | None = None
+        self._lock_live()
         try:
             self._catch_up()
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._unlock_live()
         if self._expect is not None:
             self._damaged(
                 f"the trail has {self._lines} lines but the key service checkpointed "
@@ -137,6 +203,71 @@ class AuditLog:
             )
             self._expect = None
         self._checkpointed = (self._lines, time.monotonic())
+
+    def _open_live(self) -> Any:
+        created = not self._path.exists()
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if created:  # the trail's name outlives a crash, as the checkpoint of its lines does
+            fsync_dir(self._path.parent)
+        return os.fdopen(fd, "r+b", buffering=0)
+
+    def _lock_live(self) -> None:
+        """Take the ``flock`` of the live file, following a rotation another process made."""
+        while True:
+            fd = self._file.fileno()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(self._path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return
+            # Rotated away: take in what was appended to it before, then move to the new file.
+            self._catch_up()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = self._open_live()
+            self._end = 0
+            self._base = self._lines
+            self._previous = None
+
+    def _unlock_live(self) -> None:
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    def _rotate(self) -> None:
+        """Under the ``flock``: rename the live file to the next number; start a new one."""
+        rotated = _rotated(self._path)
+        number = rotated[-1][0] + 1 if rotated else 1
+        target = _rotated_name(self._path, number)
+        if self._fsync:
+            os.fsync(self._file.fileno())
+        os.rename(self._path, target)
+        old = self._file
+        self._file = self._open_live()  # fsyncs the folder: the rename and the new name
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        # Processes waiting on the old file's lock see it renamed and follow (_lock_live).
+        fcntl.flock(old.fileno(), fcntl.LOCK_UN)
+        old.close()
+        self._base = self._lines
+        self._end = 0
+        self._previous = (target.name, self._lines)
+        log.info("audit trail: %s rotated to %s", self._path, target.name)
+
+    def _resume_from_rotated(self) -> None:
+        """An empty live file after rotated ones (a crash right after a rotation): continue."""
+        rotated = _rotated(self._path)
+        if not rotated:
+            return
+        last = rotated[-1][1]
+        lines = last.read_bytes().splitlines()
+        if not lines:
+            return
+        previous = _previous_file(lines[0])
+        self._lines = self._base = (previous[1] if previous is not None else 0) + len(lines)
+        self._head = _line_hash(lines[-1])
+        self._previous = (last.name, self._lines)
+        if self._expect is not None and self._expect.lines <= self._lines:
+            self._expect = None
 
     def _damaged(self, reason: str) -> None:
         log.error("audit trail %s: %s", self._path, reason)
@@ -151,6 +282,8 @@ class AuditLog:
         """
         fd = self._file.fileno()
         size = os.fstat(fd).st_size
+        if size == 0 and self._end == 0 and self._previous is None:
+            self._resume_from_rotated()
         if size == self._end:
             return
         if size < self._end:
@@ -158,7 +291,7 @@ class AuditLog:
                 f"the trail shrank from {self._end} to {size} bytes "
                 f"(it had {self._lines} lines) while the key service had it open"
             )
-            self._head, self._lines, self._end = GENESIS_HASH, 0, 0
+            self._head, self._lines, self._end = GENESIS_HASH, self._base, 0
         self._file.seek(self._end)
         data = self._file.read(size - self._end)
         if data and not data.endswith(b"\n"):
@@ -168,7 +301,14 @@ class AuditLog:
             os.fsync(fd)
             data = data[:keep]
         lines = data.splitlines()
+        if self._end == 0 and lines:
+            # A live file that continues rotated ones says how many lines came before.
+            previous = _previous_file(lines[0])
+            self._base = self._lines = previous[1] if previous is not None else 0
+            self._previous = None
         expect = self._expect
+        if expect is not None and expect.lines <= self._lines:
+            self._expect = None  # checkpointed in a rotated file: verify_audit checks it
         if expect is not None and self._lines < expect.lines <= self._lines + len(lines):
             self._expect = None
             if _line_hash(lines[expect.lines - self._lines - 1]) != expect.head:
@@ -224,12 +364,11 @@ class AuditLog:
     def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` as one line chained to the previous one."""
         with self._lock:
-            fd = self._file.fileno()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_live()
             try:
                 self._append(event)
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._unlock_live()
 
     def _append(self, event: dict[str, Any]) -> None:
         self._catch_up()
@@ -240,9 +379,10 @@ class AuditLog:
             if self._damage:
                 extra[DAMAGE_FIELD] = list(self._damage)
             event = {**event, "additionalEventData": extra}
-        line = json.dumps(
-            {**event, "previousHash": self._head}, separators=(",", ":"), ensure_ascii=True
-        ).encode()
+        line = self._encode(event)
+        if self._end > 0 and self._end + len(line) + 1 > self._max_bytes:
+            self._rotate()
+            line = self._encode(event)
         self._file.write(line + b"\n")
         if self._fsync:
             os.fsync(self._file.fileno())
@@ -251,6 +391,13 @@ class AuditLog:
         self._head = _line_hash(line)
         self._lines += 1
         self._end += len(line) + 1
+
+    def _encode(self, event: dict[str, Any]) -> bytes:
+        doc = {**event, "previousHash": self._head}
+        if self._end == 0 and self._previous is not None:
+            name, lines = self._previous
+            doc[PREVIOUS_FILE_FIELD] = {"name": name, "lines": lines}
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode()
 
     def close(self) -> None:
         with self._lock:
@@ -269,55 +416,97 @@ def verify_audit(
     *,
     checkpoint: Checkpoint | None = None,
 ) -> tuple[bool, int | None, str]:
-    """Check the chain of an audit file: ``(ok, first bad line number (1-based), reason)``.
+    """Check the chain of a whole trail: ``(ok, first bad line number (1-based), reason)``.
 
-    A line whose ``previousHash`` does not match the line before it means that
-    line or its predecessor was edited, a line between them was removed, or the
-    lines were reordered. With ``checkpoint`` (the key service's, from its
-    sealed keystore) the trail must reach line ``checkpoint.lines`` and that
-    line must hash to ``checkpoint.head``; more lines may follow. With
-    ``expected_head`` the last line must hash to it. Both detect lines cut from
-    the end. A line in which the key service recorded damage it found
-    (``additionalEventData.auditTrailDamage``) fails too.
+    ``path`` is the live file; its rotated files (``kms.000001.jsonl`` ...) are
+    read first, oldest first, and line numbers count across all of them. A line
+    whose ``previousHash`` does not match the line before it means that line or
+    its predecessor was edited, a line between them was removed, or the lines
+    were reordered; a file whose first line names another predecessor
+    (``previousFile``) than the file before it, or a gap in the numbers, means a
+    file was removed, renamed or put back from elsewhere. With ``checkpoint``
+    (the key service's, from its sealed keystore) the trail must reach line
+    ``checkpoint.lines`` and that line must hash to ``checkpoint.head``; more
+    lines may follow. With ``expected_head`` the last line must hash to it. Both
+    detect lines cut from the end. A line in which the key service recorded
+    damage it found (``additionalEventData.auditTrailDamage``) fails too.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return False, None, f"cannot read {path}: {exc.strerror}"
-    if data and not data.endswith(b"\n"):
-        return False, data.count(b"\n") + 1, "the last line is incomplete"
+    path = Path(path)
+    rotated = _rotated(path)
+    for expected_number, (number, _) in enumerate(rotated, start=1):
+        if number != expected_number:
+            missing = _rotated_name(path, expected_number).name
+            return False, None, f"{missing} is missing: the trail's files must all be present"
+    files = [p for _, p in rotated] + [path]
     expected = GENESIS_HASH
-    lines = data.splitlines()
+    total = 0
     damage: tuple[int, str] | None = None
     at_checkpoint: str | None = None
-    for number, line in enumerate(lines, start=1):
+    previous_name: str | None = None
+    for file in files:
         try:
-            event = json.loads(line)
-        except ValueError:
-            return False, number, "not a JSON line"
-        if not isinstance(event, dict):
-            return False, number, "not a JSON object"
-        if event.get("previousHash") != expected:
-            what = "the start of the trail" if number == 1 else f"line {number - 1}"
-            return (
-                False,
-                number,
-                f"previousHash does not match {what}: a line was edited, removed or reordered",
-            )
-        expected = _line_hash(line)
-        if checkpoint is not None and number == checkpoint.lines:
-            at_checkpoint = expected
-        extra = event.get("additionalEventData")
-        if damage is None and isinstance(extra, dict) and extra.get(DAMAGE_FIELD):
-            found = extra[DAMAGE_FIELD]
-            said = "; ".join(map(str, found)) if isinstance(found, list) else str(found)
-            damage = (number, f"the key service found the trail damaged before this line: {said}")
+            data = file.read_bytes()
+        except FileNotFoundError:
+            if file == path and rotated:
+                continue  # rotated, and stopped before the new live file's first line
+            return False, None, f"cannot read {file}: no such file"
+        except OSError as exc:
+            return False, None, f"cannot read {file}: {exc.strerror}"
+        lines = data.splitlines()
+        if data and not data.endswith(b"\n"):
+            return False, total + len(lines), f"{file.name}: the last line is incomplete"
+        if lines:
+            named = _previous_file(lines[0])
+            if previous_name is None and named is not None:
+                return (
+                    False,
+                    total + 1,
+                    f"{file.name} continues {named[0]}, which is missing: "
+                    "the trail's first files were removed",
+                )
+            if previous_name is not None and named != (previous_name, total):
+                said = f"{named[0]} after {named[1]} lines" if named else "no file"
+                return (
+                    False,
+                    total + 1,
+                    f"{file.name} continues {said}, not {previous_name} after {total} lines: "
+                    "a file was removed, replaced or reordered",
+                )
+        for offset, line in enumerate(lines, start=1):
+            number = total + offset
+            try:
+                event = json.loads(line)
+            except ValueError:
+                return False, number, f"{file.name} line {offset}: not a JSON line"
+            if not isinstance(event, dict):
+                return False, number, f"{file.name} line {offset}: not a JSON object"
+            if event.get("previousHash") != expected:
+                what = "the start of the trail" if number == 1 else f"line {number - 1}"
+                return (
+                    False,
+                    number,
+                    f"{file.name} line {offset}: previousHash does not match {what}: "
+                    "a line was edited, removed or reordered",
+                )
+            expected = _line_hash(line)
+            if checkpoint is not None and number == checkpoint.lines:
+                at_checkpoint = expected
+            extra = event.get("additionalEventData")
+            if damage is None and isinstance(extra, dict) and extra.get(DAMAGE_FIELD):
+                found = extra[DAMAGE_FIELD]
+                said = "; ".join(map(str, found)) if isinstance(found, list) else str(found)
+                damage = (
+                    number,
+                    f"the key service found the trail damaged before this line: {said}",
+                )
+        total += len(lines)
+        previous_name = file.name
     problems: list[tuple[int, str]] = [] if damage is None else [damage]
-    if checkpoint is not None and checkpoint.lines > len(lines):
+    if checkpoint is not None and checkpoint.lines > total:
         problems.append(
             (
-                len(lines) + 1,
-                f"the trail ends at line {len(lines)} but the key service checkpointed "
+                total + 1,
+                f"the trail ends at line {total} but the key service checkpointed "
                 f"{checkpoint.lines} lines: lines were cut from its end",
             )
         )
@@ -331,7 +520,7 @@ def verify_audit(
         )
     if expected_head is not None and expected != expected_head:
         problems.append(
-            (len(lines) + 1, "the trail does not end at the expected head: lines are missing")
+            (total + 1, "the trail does not end at the expected head: lines are missing")
         )
     if problems:
         line_number, reason = min(problems, key=lambda problem: problem[0])

@@ -1,7 +1,7 @@
 """The ciphertext blob of the key service, and the encoding of encryption contexts.
 
-A blob (format 1, the one :mod:`sealmq.kms.local` has always written, so data keys
-it wrapped still open here)::
+A blob (format 1, the one the older one-key service wrote too, so data keys it
+wrapped still open here)::
 
     b"SMQK" | u8 format = 1 | u16 len(key id) | key id (UTF-8) | u32 key version
     | 12-byte random nonce | AES-256-GCM ciphertext and 16-byte tag

@@ -117,6 +117,13 @@ class RemoteKeyProvider:
     arguments, else from ``credentials_file``/``profile``, else from botocore's
     usual chain (environment, ~/.aws, instance role). ``verify`` is a CA bundle
     path (for this package's server with a local CA), True or False.
+
+    Every call is bounded: ``max_attempts`` attempts (the first included;
+    botocore's standard retry mode) of at most ``connect_timeout`` to connect and
+    ``read_timeout`` to be answered, so a service that accepts connections and
+    never answers is given up on within about ``max_attempts * (connect_timeout +
+    read_timeout)`` seconds (about 7 s with the defaults, against botocore's own 45 s),
+    and the caller (the store's writer thread) is not held longer.
     """
 
     def __init__(
@@ -132,9 +139,9 @@ class RemoteKeyProvider:
         profile: str | None = None,
         verify: str | bool | None = None,
         grant_tokens: Sequence[str] = (),
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
-        max_attempts: int = 3,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 2.0,
+        max_attempts: int = 2,
     ) -> None:
         import botocore.config  # type: ignore[import-untyped, unused-ignore]
         import botocore.session  # type: ignore[import-untyped, unused-ignore]
@@ -150,7 +157,8 @@ class RemoteKeyProvider:
         config = botocore.config.Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            # total_max_attempts counts the first attempt; botocore's max_attempts does not.
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
         )
         self._client: Any = session.create_client(
             "kms",

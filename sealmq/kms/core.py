@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ from sealmq.kms.keystore import (
     KeyVersion,
 )
 from sealmq.kms.params import Request, opt_bool, opt_str
+from sealmq.kms.policy import ALLOW, DENY, Decision, RequestFacts, Statement, evaluate, parse_policy
 
 __all__ = [
     "ALIAS_NAME_PATTERN",
@@ -74,32 +75,8 @@ _DECRYPT_DENIED = (
     "does not exist in this region, or you are not allowed to access."
 )
 _ASYMMETRIC_ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE")
-#: AWS managed keys: what the account may do without going through the service.
-_AWS_KEY_ACCOUNT_ACTIONS = frozenset(
-    {
-        "DescribeKey",
-        "GetKeyPolicy",
-        "GetKeyRotationStatus",
-        "ListKeyRotations",
-        "ListGrants",
-        "ListResourceTags",
-        "RevokeGrant",
-    }
-)
-#: ... and what the service may do on the account's behalf.
-_AWS_KEY_SERVICE_ACTIONS = frozenset(
-    {
-        "Encrypt",
-        "Decrypt",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "CreateGrant",
-        "DescribeKey",
-        "ListGrants",
-    }
-)
+#: Operations on grants (``kms:GrantIsForAWSResource`` is known for these).
+_GRANT_ACTIONS = frozenset({"CreateGrant", "ListGrants", "RevokeGrant"})
 #: Request fields that may appear in the audit trail (CloudTrail's requestParameters).
 _AUDITED_FIELDS = (
     "KeyId",
@@ -296,6 +273,8 @@ class ServiceCore:
             keystore.track_audit(audit.checkpoint)
         self._due = 0.0
         self._generation = -1
+        #: Keys whose stored policy is not a valid one, already logged.
+        self._invalid_policies: set[str] = set()
         with self._ks.lock:
             self._refresh_due()
 
@@ -464,12 +443,20 @@ class ServiceCore:
         if key.state == "PendingDeletion":
             raise KmsError("KMSInvalidStateException", f"{self._arn(key)} is pending deletion.")
 
-    def _denied(self, caller: Caller, action: str, key: KeyRecord | None) -> KmsError:
+    def _denied(
+        self, caller: Caller, action: str, key: KeyRecord | None, *, explicit: bool = False
+    ) -> KmsError:
         if key is None:
             return KmsError(
                 "AccessDeniedException",
                 f"User: {caller.principal} is not authorized to perform: kms:{action} "
                 f"because no identity-based policy allows the kms:{action} action",
+            )
+        if explicit:
+            return KmsError(
+                "AccessDeniedException",
+                f"User: {caller.principal} is not authorized to perform: kms:{action} on "
+                f"resource: {self._arn(key)} with an explicit deny in a resource-based policy",
             )
         return KmsError(
             "AccessDeniedException",
@@ -477,7 +464,12 @@ class ServiceCore:
             f"{self._arn(key)} because no resource-based policy allows the kms:{action} action",
         )
 
-    def _check_tokens(self, tokens: list[str] | None) -> None:
+    def _check_tokens(self, tokens: list[str] | None, key_ids: Collection[str]) -> None:
+        """Each token must be one CreateGrant returned for a grant that exists on a key named.
+
+        Grants here take effect at once, so a token adds no permission; what it
+        names is still checked, as KMS refuses a token it does not know.
+        """
         if tokens is None:
             return
         if len(tokens) > MAX_GRANT_TOKENS:
@@ -487,10 +479,65 @@ class ServiceCore:
                 f"constraint: Member must have length less than or equal to {MAX_GRANT_TOKENS}",
             )
         for token in tokens:
-            g.parse_token(token)
+            if self._token_key_id(g.parse_token(token)) not in key_ids:
+                raise KmsError(
+                    "InvalidGrantTokenException",
+                    "The grant token is not valid: it is not a token of a grant on this key.",
+                )
+
+    def _token_key_id(self, token: g.GrantToken) -> str | None:
+        """The key an authentic grant token names; None for a token this service did not make."""
+        grant = self._ks.grants.get(token.grant_id)
+        key = self._ks.keys.get(token.key_id or "")
+        material = key.versions[0].material if key is not None and key.versions else None
+        return g.token_key_id(token, grant, material)
+
+    def _grant_token(self, grant: GrantRecord) -> str:
+        return g.make_token(grant, self._ks.keys[grant.key_id].versions[0].material)
 
     def _is_admin(self, caller: Caller) -> bool:
         return caller.principal == self._ks.admin_principal
+
+    def _policy_key(self, key: KeyRecord) -> KeyRecord:
+        """The key whose policy and grants decide: a per-broker key's parent, else itself."""
+        if key.kind != KIND_SEALED:
+            return key
+        parent = self._ks.keys.get(key.parent_key_id or "")
+        if parent is None:
+            raise self._not_found(key.key_id)
+        return parent
+
+    def _statements(self, key: KeyRecord) -> tuple[Statement, ...]:
+        try:
+            return parse_policy(key.policy)
+        except KmsError:
+            # Only a policy stored before policies were enforced can fail here: it is
+            # evaluated as the default policy, which is what was enforced until then.
+            if key.key_id not in self._invalid_policies:
+                self._invalid_policies.add(key.key_id)
+                log.warning(
+                    "key service: the policy of key %s is not a valid key policy; evaluating "
+                    "the default policy instead (PutKeyPolicy a valid one)",
+                    key.key_id,
+                )
+            return parse_policy(default_key_policy(self._ks.account_id))
+
+    def _decide(
+        self,
+        caller: Caller,
+        key: KeyRecord,
+        action: str,
+        context: Mapping[str, str] | None,
+    ) -> Decision:
+        facts = RequestFacts(
+            principal=caller.principal,
+            via_service=caller.via_service,
+            encryption_context=context,
+            grant_for_aws_resource=(
+                caller.via_service is not None if action in _GRANT_ACTIONS else None
+            ),
+        )
+        return evaluate(self._statements(key), action, self._arn(key), facts)
 
     def _authorize(
         self,
@@ -500,28 +547,29 @@ class ServiceCore:
         grant_tokens: list[str] | tuple[str, ...] | None,
         *,
         context: Mapping[str, str] | None = None,
+        also: KeyRecord | None = None,
     ) -> GrantRecord | None:
         """Allow ``action`` on ``key`` or raise AccessDeniedException; returns the grant used.
 
-        A per-broker key is authorized as its parent (the chosen key).
+        The key policy decides first (an explicit Deny wins over everything, an
+        Allow suffices), then the grants. A per-broker key is authorized as its
+        parent (the chosen key). Grant tokens may name grants on ``key`` or
+        ``also`` (ReEncrypt's other key).
         """
-        self._check_tokens(list(grant_tokens) if grant_tokens is not None else None)
-        if key.kind == KIND_SEALED:
-            parent = self._ks.keys.get(key.parent_key_id or "")
-            if parent is None:
-                raise self._not_found(key.key_id)
-            key = parent
+        key = self._policy_key(key)
+        token_keys = {key.key_id}
+        if also is not None:
+            token_keys.add(self._policy_key(also).key_id)
+        self._check_tokens(list(grant_tokens) if grant_tokens is not None else None, token_keys)
         if key.kind == KIND_OWNED:
             if caller.internal:
                 return None
             raise self._denied(caller, action, key)
-        if key.kind == KIND_CUSTOMER and self._is_admin(caller):
+        decision = self._decide(caller, key, action, context)
+        if decision == DENY:
+            raise self._denied(caller, action, key, explicit=True)
+        if decision == ALLOW:
             return None
-        if key.kind == KIND_AWS:
-            if caller.via_service == self._mq_service and action in _AWS_KEY_SERVICE_ACTIONS:
-                return None
-            if self._is_admin(caller) and action in _AWS_KEY_ACCOUNT_ACTIONS:
-                return None
         for grant in self._ks.grants.values():
             if (
                 grant.key_id == key.key_id
@@ -533,12 +581,25 @@ class ServiceCore:
         raise self._denied(caller, action, key)
 
     def _manage(self, caller: Caller, key: KeyRecord, action: str) -> None:
-        """Key-management actions: the admin on customer keys only."""
-        if key.kind == KIND_CUSTOMER and self._is_admin(caller):
-            return
-        if key.kind == KIND_AWS and self._is_admin(caller) and action in _AWS_KEY_ACCOUNT_ACTIONS:
-            return
+        """Key-management actions: what the key policy allows (grants never do)."""
+        if key.kind in (KIND_CUSTOMER, KIND_AWS):
+            decision = self._decide(caller, key, action, None)
+            if decision == ALLOW:
+                return
+            raise self._denied(caller, action, key, explicit=decision == DENY)
         raise self._denied(caller, action, key)
+
+    def _check_lockout(self, caller: Caller, policy: str, key_arn: str, bypass: bool) -> None:
+        """PutKeyPolicy/CreateKey: the new policy must let the caller change it again."""
+        statements = parse_policy(policy)
+        if bypass:
+            return
+        facts = RequestFacts(principal=caller.principal, via_service=caller.via_service)
+        if evaluate(statements, "PutKeyPolicy", key_arn, facts) != ALLOW:
+            raise KmsError(
+                "MalformedPolicyDocumentException",
+                "The new key policy will not allow you to update the key policy in the future.",
+            )
 
     def _material(self, key: KeyRecord, version_number: int) -> bytes | None:
         """The material of one version of ``key`` (a per-broker key is unwrapped here)."""
@@ -578,6 +639,8 @@ class ServiceCore:
         context: dict[str, str],
         tokens: list[str] | None,
         ctx: CallContext,
+        *,
+        also: KeyRecord | None = None,
     ) -> tuple[KeyRecord, bytes]:
         """Authorize and open ``blob`` (Decrypt, ReEncrypt's source): (key, plaintext)."""
         try:
@@ -596,7 +659,7 @@ class ServiceCore:
         if key is None or not self._visible(key, caller, allow_sealed=True):
             raise KmsError("AccessDeniedException", _DECRYPT_DENIED)
         ctx.touch(self._arn(key))
-        self._authorize(caller, key, action, tokens, context=context)
+        self._authorize(caller, key, action, tokens, context=context, also=also)
         self._require_usable(key)
         material = self._material(key, header.version)
         if material is None:

@@ -1,4 +1,11 @@
-"""Private files of the key service: 0700 folders, 0600 files, atomic durable writes.
+"""Private files: 0700 folders, 0600 files, atomic durable writes.
+
+The one home of these helpers for the key service and every layer above it
+(``net`` for the TLS folder, ``control`` for status and request files, ``app``
+for the data folders): ``kms`` is the bottom layer and imports nothing of
+sealmq, so all of them may use it. The store keeps its own
+(:mod:`sealmq.store.files`), because the store must not import ``kms``
+(it sees keys only through ``KeyProvider``; see pyproject's import contracts).
 
 Every write goes to a fresh temporary file in the same folder, is fsynced, then
 moved into place and the folder fsynced, so a crash leaves either the old file or

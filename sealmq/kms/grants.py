@@ -5,21 +5,28 @@ only with an encryption context that equals (``EncryptionContextEquals``) or
 contains (``EncryptionContextSubset``) given pairs. Grants take effect at once
 (no eventual consistency here), and so does revoking or retiring one.
 
-A grant token is ``base64url(0x01 | grant id (32 bytes) | secret (32 bytes))``:
-opaque to clients, as KMS's are, and accepted in ``GrantTokens`` and by
-``RetireGrant`` right after ``CreateGrant``. A token that is not of this form is
-refused with ``InvalidGrantTokenException``; a well-formed token of a grant that
-is gone is simply of no use.
+A grant token is ``base64url(0x02 | grant id (32 bytes) | key id (16 bytes) | MAC)``,
+the MAC an HMAC-SHA256 of grant and key id under a key derived from the key's
+first material: opaque to clients, as KMS's are, and checked wherever it is
+accepted (``GrantTokens`` of every operation, ``RetireGrant``). A token that is
+not one this service made for a grant *on the key the request uses* is refused
+with ``InvalidGrantTokenException``; an authentic token of a grant since revoked
+or retired adds nothing, so the call is decided as without it (AccessDenied when
+nothing else allows it). Tokens made before this format (``0x01 | grant id |
+secret``) are accepted while their grant exists.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 import secrets
+import uuid
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from sealmq.kms.errors import KmsError
 from sealmq.kms.keystore import GrantRecord
@@ -27,6 +34,7 @@ from sealmq.kms.keystore import GrantRecord
 __all__ = [
     "CONTEXT_OPERATIONS",
     "GRANT_OPERATIONS",
+    "GrantToken",
     "check_grant_id",
     "check_operations",
     "constraints_allow",
@@ -35,7 +43,7 @@ __all__ = [
     "new_grant_id",
     "parse_constraints",
     "parse_token",
-    "token_matches",
+    "token_key_id",
 ]
 
 #: Grant operations that make sense on a symmetric encryption key.
@@ -78,7 +86,8 @@ CONTEXT_OPERATIONS = frozenset(
     }
 )
 
-_TOKEN_VERSION = 1
+_TOKEN_VERSION = 2
+_LEGACY_TOKEN_VERSION = 1
 _GRANT_ID = re.compile(r"^[0-9a-f]{64}$")
 _CONSTRAINT_KINDS = ("EncryptionContextEquals", "EncryptionContextSubset")
 
@@ -92,26 +101,62 @@ def check_grant_id(grant_id: str) -> None:
         raise KmsError("InvalidGrantIdException", f"Invalid grant ID {grant_id[:128]}")
 
 
-def make_token(grant: GrantRecord) -> str:
+class GrantToken(NamedTuple):
+    """What a grant token says: its grant, the key it was made for (None: format 1), a proof."""
+
+    grant_id: str
+    key_id: str | None
+    proof: bytes
+
+
+def _mac(material: bytes, grant_id: str, key_id: str) -> bytes:
+    token_key = hmac.new(material, b"sealmq grant token v2", hashlib.sha256).digest()
+    return hmac.new(
+        token_key, bytes.fromhex(grant_id) + uuid.UUID(key_id).bytes, hashlib.sha256
+    ).digest()
+
+
+def make_token(grant: GrantRecord, key_material: bytes) -> str:
+    """The token of ``grant``; ``key_material`` is its key's first version's material."""
     raw = (
-        bytes([_TOKEN_VERSION]) + bytes.fromhex(grant.grant_id) + bytes.fromhex(grant.token_secret)
+        bytes([_TOKEN_VERSION])
+        + bytes.fromhex(grant.grant_id)
+        + uuid.UUID(grant.key_id).bytes
+        + _mac(key_material, grant.grant_id, grant.key_id)
     )
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def parse_token(token: str) -> tuple[str, str]:
-    """``(grant id, secret)`` of a token; ``InvalidGrantTokenException`` if malformed."""
+def parse_token(token: str) -> GrantToken:
+    """What ``token`` claims; ``InvalidGrantTokenException`` if it is not of a known form."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 65 or raw[0] != _TOKEN_VERSION:
-        raise KmsError("InvalidGrantTokenException", "The grant token is not valid.")
-    return raw[1:33].hex(), raw[33:].hex()
+    if len(raw) == 81 and raw[0] == _TOKEN_VERSION:
+        return GrantToken(raw[1:33].hex(), str(uuid.UUID(bytes=raw[33:49])), raw[49:])
+    if len(raw) == 65 and raw[0] == _LEGACY_TOKEN_VERSION:
+        return GrantToken(raw[1:33].hex(), None, raw[33:])
+    raise KmsError("InvalidGrantTokenException", "The grant token is not valid.")
 
 
-def token_matches(grant: GrantRecord, secret: str) -> bool:
-    return hmac.compare_digest(grant.token_secret, secret)
+def token_key_id(
+    token: GrantToken, grant: GrantRecord | None, key_material: bytes | None
+) -> str | None:
+    """The key ``token`` authentically names, or None if this service did not make it.
+
+    ``grant`` is the grant it names (None if gone); ``key_material`` the first
+    material of the key it names (None if that key is gone).
+    """
+    if token.key_id is None:
+        if grant is None or not hmac.compare_digest(grant.token_secret, token.proof.hex()):
+            return None
+        return grant.key_id
+    if key_material is None:
+        return None
+    if not hmac.compare_digest(_mac(key_material, token.grant_id, token.key_id), token.proof):
+        return None
+    return token.key_id
 
 
 def parse_constraints(value: object, operations: list[str]) -> dict[str, dict[str, str]] | None:

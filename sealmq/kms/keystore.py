@@ -11,12 +11,12 @@ of the folder).
 
 On disk, in ``keys_dir`` (0700):
 
-- ``root.key`` (0600): 32 random bytes, the root key (shared with
-  :class:`~sealmq.kms.local.LocalKeyService`, which created it in older data folders).
+- ``root.key`` (0600): 32 random bytes, the root key (older data folders have it
+  from the one-key service that came before).
 - ``kms.sealed`` (0600): ``b"SEALMQKM" | u16 format | nonce | AES-GCM(state JSON)``
   with the 10-byte header as associated data.
 
-Migration: a data folder made by :class:`~sealmq.kms.local.LocalKeyService` holds
+Migration: a data folder made by the one-key service that came before holds
 ``keystore.sealed``. When ``kms.sealed`` does not exist yet, that key (same id,
 same versions) becomes this service's *service-owned* key; its blobs use the same
 format, so every data key it wrapped still unwraps. The old file is left untouched.
@@ -37,7 +37,6 @@ never overwrite each other's changes.
 from __future__ import annotations
 
 import base64
-import configparser
 import contextlib
 import fcntl
 import io
@@ -647,15 +646,28 @@ class Keystore:
         profiles a user added.
         """
         path = Path(path)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        config = configparser.ConfigParser(interpolation=None)
-        if path.exists():
-            try:
-                config.read_string(read_private_file(path).decode())
-            except (PrivateFileError, configparser.Error, UnicodeDecodeError) as exc:
-                raise KeystoreError(f"cannot update {path}: {exc}") from exc
+        make_private_dir(path.parent)
         admin = self.admin_access_key
         wanted = {"aws_access_key_id": admin.access_key_id, "aws_secret_access_key": admin.secret}
+        # The usual cases, a first start and a file only we wrote, need no parser:
+        # configparser stays out of the broker (~0.2 MiB resident).
+        ours = f"[{profile}]\n" + "".join(f"{k} = {v}\n" for k, v in wanted.items()) + "\n"
+        try:
+            current = read_private_file(path) if path.exists() else None
+        except PrivateFileError as exc:
+            raise KeystoreError(f"cannot update {path}: {exc}") from exc
+        if current is None:
+            replace_private_file(path, ours.encode())
+            return
+        if current == ours.encode():
+            return
+        import configparser
+
+        config = configparser.ConfigParser(interpolation=None)
+        try:
+            config.read_string(current.decode())
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise KeystoreError(f"cannot update {path}: {exc}") from exc
         if config.has_section(profile) and dict(config.items(profile)) == wanted:
             return
         if not config.has_section(profile):
@@ -703,7 +715,7 @@ def _unseal(root: AESGCM, blob: bytes, path: Path) -> dict[str, Any]:
 
 
 def _read_legacy(path: Path, root: AESGCM) -> tuple[str, list[KeyVersion]] | None:
-    """The key of a LocalKeyService keystore in the same folder, if there is one."""
+    """The key of an older one-key ``keystore.sealed`` in the same folder, if there is one."""
     if not path.exists():
         return None
     try:

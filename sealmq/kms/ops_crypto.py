@@ -73,10 +73,19 @@ class CryptoOperations(ServiceCore):
             req_str(req, "DestinationKeyId"), caller, allow_alias=True, allow_sealed=True
         )
         source, plaintext = self._key_for_blob(
-            blob, opt_str(req, "SourceKeyId"), caller, "ReEncryptFrom", source_context, tokens, ctx
+            blob,
+            opt_str(req, "SourceKeyId"),
+            caller,
+            "ReEncryptFrom",
+            source_context,
+            tokens,
+            ctx,
+            also=destination,
         )
         ctx.touch(self._arn(destination))
-        self._authorize(caller, destination, "ReEncryptTo", tokens, context=destination_context)
+        self._authorize(
+            caller, destination, "ReEncryptTo", tokens, context=destination_context, also=source
+        )
         self._require_usable(destination)
         self._dry_run(req)
         return {

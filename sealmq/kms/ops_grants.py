@@ -84,7 +84,7 @@ class GrantOperations(ServiceCore):
                 and existing.constraints == constraints
             ):
                 # KMS answers a repeated named grant with the same grant id.
-                return {"GrantToken": g.make_token(existing), "GrantId": existing.grant_id}
+                return {"GrantToken": self._grant_token(existing), "GrantId": existing.grant_id}
         grant = GrantRecord(
             grant_id=g.new_grant_id(),
             key_id=key.key_id,
@@ -99,13 +99,12 @@ class GrantOperations(ServiceCore):
         self._ks.grants[grant.grant_id] = grant
         self._ks.save()
         ctx.extra["grantId"] = grant.grant_id
-        return {"GrantToken": g.make_token(grant), "GrantId": grant.grant_id}
+        return {"GrantToken": self._grant_token(grant), "GrantId": grant.grant_id}
 
     def _list_grants(self, req: Request, caller: Caller, ctx: CallContext) -> dict[str, Any]:
         key = self._resolve(req_str(req, "KeyId"), caller, allow_alias=False)
         ctx.touch(self._arn(key))
-        if not (key.kind == KIND_AWS and caller.via_service == self._mq_service):
-            self._manage(caller, key, "ListGrants")
+        self._manage(caller, key, "ListGrants")
         grant_id = opt_str(req, "GrantId", max_len=128)
         if grant_id is not None:
             g.check_grant_id(grant_id)
@@ -136,9 +135,9 @@ class GrantOperations(ServiceCore):
         token = opt_str(req, "GrantToken", max_len=8192)
         grant: GrantRecord | None
         if token is not None:
-            grant_id, secret = g.parse_token(token)
-            grant = self._ks.grants.get(grant_id)
-            if grant is None or not g.token_matches(grant, secret):
+            parsed = g.parse_token(token)
+            grant = self._ks.grants.get(parsed.grant_id)
+            if grant is None or self._token_key_id(parsed) != grant.key_id:
                 raise KmsError("InvalidGrantTokenException", "The grant token is not valid.")
         else:
             key_ref = opt_str(req, "KeyId")

@@ -6,7 +6,6 @@ service-managed key the account may only read (see ``ServiceCore._manage``).
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,7 @@ from sealmq.kms.core import (
 from sealmq.kms.errors import KmsError
 from sealmq.kms.keystore import KIND_AWS, KIND_CUSTOMER, KeyRecord, KeyVersion
 from sealmq.kms.params import Request, opt_bool, opt_int, opt_str, opt_str_list, page, req_str
+from sealmq.kms.policy import parse_policy
 
 __all__ = ["KeyOperations"]
 
@@ -66,13 +66,15 @@ class KeyOperations(ServiceCore):
             raise KmsError("UnsupportedOperationException", "Custom key stores are not supported.")
         if opt_bool(req, "MultiRegion"):
             raise KmsError("UnsupportedOperationException", "Multi-Region keys are not supported.")
-        opt_bool(req, "BypassPolicyLockoutSafetyCheck")
+        bypass = bool(opt_bool(req, "BypassPolicyLockoutSafetyCheck"))
+        key_id = str(uuid.uuid4())
         if policy is not None:
             _check_policy(policy)
+            self._check_lockout(caller, policy, self._ks.key_arn(key_id), bypass)
         tags = _parse_tags(req.get("Tags"))
         now = self._clock()
         key = KeyRecord(
-            key_id=str(uuid.uuid4()),
+            key_id=key_id,
             kind=KIND_CUSTOMER,
             created=now,
             description=description,
@@ -247,8 +249,25 @@ class KeyOperations(ServiceCore):
         self._policy_name(req)
         policy = req_str(req, "Policy", max_len=131072)
         _check_policy(policy)
-        opt_bool(req, "BypassPolicyLockoutSafetyCheck")
+        bypass = bool(opt_bool(req, "BypassPolicyLockoutSafetyCheck"))
+        self._check_lockout(caller, policy, self._arn(key), bypass)
         key.policy = policy
+        self._ks.save()
+        return {}
+
+    def _list_key_policies(self, req: Request, caller: Caller, ctx: CallContext) -> dict[str, Any]:
+        self._key_for_management(req, caller, ctx, "ListKeyPolicies")
+        # A key has exactly one policy, named "default" (KMS's only valid name).
+        chunk, paging = page(req, ["default"])
+        return {"PolicyNames": chunk, **paging}
+
+    def _update_key_description(
+        self, req: Request, caller: Caller, ctx: CallContext
+    ) -> dict[str, Any]:
+        key = self._key_for_management(req, caller, ctx, "UpdateKeyDescription")
+        description = req_str(req, "Description", min_len=0, max_len=8192)
+        self._require_not_pending(key)
+        key.description = description
         self._ks.save()
         return {}
 
@@ -290,14 +309,7 @@ def _check_policy(policy: str) -> None:
         raise KmsError(
             "LimitExceededException", f"The key policy exceeds {MAX_POLICY_BYTES} bytes."
         )
-    try:
-        doc = json.loads(policy)
-    except ValueError:
-        raise KmsError(
-            "MalformedPolicyDocumentException", "The policy is not valid JSON."
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("Statement"), list | dict):
-        raise KmsError("MalformedPolicyDocumentException", "The policy has no Statement element.")
+    parse_policy(policy)
 
 
 def _parse_tags(value: object, *, required: bool = False) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import ssl
 import time
 
@@ -35,7 +36,10 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_CONNECTIONS = 256
 #: A connection with no complete request for this long is closed (AWS: ~60 s).
 IDLE_TIMEOUT_SECONDS = 60.0
-#: Time to finish a TLS handshake or to receive a declared body.
+#: Default time to finish a TLS handshake, for a new connection to begin its first
+#: request, and for a request's head, then its body, to arrive once begun (a slow
+#: drip is answered 408; Apache's mod_reqtimeout and nginx's client_header_timeout
+#: bound the same; the broker passes ``[limits] login_timeout``).
 IO_TIMEOUT_SECONDS = 10.0
 #: Time for a peer to answer our TLS close_notify before the socket is dropped.
 CLOSE_TIMEOUT_SECONDS = 2.0
@@ -44,6 +48,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
+    408: "Request Timeout",
     411: "Length Required",
     412: "Precondition Failed",
     413: "Payload Too Large",
@@ -85,38 +90,64 @@ class KmsServer:
         port: int = 0,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+        request_timeout: float = IO_TIMEOUT_SECONDS,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         self._handler = handler
+        #: Listening sockets bound by the caller (the broker binds without uvloop's
+        #: resolver threads); None: bind ``host``/``port`` here.
+        self._sockets = sockets
         self._ssl = ssl_context
         self._host = host
         self._port = port
         self._idle_timeout = idle_timeout
+        self._request_timeout = request_timeout
         self._slots = asyncio.Semaphore(max_connections)
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if not self._servers:
             raise RuntimeError("the server is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._servers[0].sockets[0].getsockname()[1])
 
     async def start(self) -> int:
-        """Bind and start serving; returns the bound port."""
-        self._server = await asyncio.start_server(
-            self._connection,
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            limit=MAX_HEAD_BYTES,
-            ssl_handshake_timeout=IO_TIMEOUT_SECONDS if self._ssl is not None else None,
-        )
+        """Bind (unless given sockets) and start serving; returns the bound port."""
+        timeout = self._request_timeout if self._ssl is not None else None
+        try:
+            if self._sockets is None:
+                self._servers.append(
+                    await asyncio.start_server(
+                        self._connection,
+                        self._host,
+                        self._port,
+                        ssl=self._ssl,
+                        limit=MAX_HEAD_BYTES,
+                        ssl_handshake_timeout=timeout,
+                    )
+                )
+            for sock in self._sockets or ():
+                self._servers.append(
+                    await asyncio.start_server(
+                        self._connection,
+                        sock=sock,
+                        ssl=self._ssl,
+                        limit=MAX_HEAD_BYTES,
+                        ssl_handshake_timeout=timeout,
+                    )
+                )
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            raise
         return self.port
 
     async def close(self) -> None:
         """Stop accepting, drop every connection and wait for their tasks."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for task, writer in list(self._connections.items()):
             # abort(), not close(): a TLS close waits for the peer's close_notify,
             # which an idle pooled client connection never sends.
@@ -124,9 +155,9 @@ class KmsServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
 
     async def __aenter__(self) -> KmsServer:
         await self.start()
@@ -163,17 +194,32 @@ class KmsServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = str(peername[0]) if isinstance(peername, tuple) else "unknown"
+        # A new connection gets request_timeout to begin a request; between requests of
+        # a kept-alive one, idle_timeout. Nothing begun by then: closed without a word.
+        wait = self._request_timeout
         while True:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._idle_timeout)
+                first = await asyncio.wait_for(reader.read(1), wait)
+            except TimeoutError:
+                return
+            if not first:
+                return
+            wait = self._idle_timeout
+            try:
+                head = first + await asyncio.wait_for(
+                    reader.readuntil(b"\r\n\r\n"), self._request_timeout
+                )
             except asyncio.LimitOverrunError:
                 await _send_plain(writer, 431, "request head too large", keep_alive=False)
                 return
             except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
+                if (first + exc.partial).strip():
                     await _send_plain(writer, 400, "incomplete request", keep_alive=False)
                 return
             except TimeoutError:
+                await _send_plain(
+                    writer, 408, "request head not received in time", keep_alive=False
+                )
                 return
             try:
                 method, target, version, headers = _parse_head(head)
@@ -184,7 +230,13 @@ class KmsServer:
             if headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 await writer.drain()
-            body = await asyncio.wait_for(reader.readexactly(length), IO_TIMEOUT_SECONDS)
+            try:
+                body = await asyncio.wait_for(reader.readexactly(length), self._request_timeout)
+            except TimeoutError:
+                await _send_plain(
+                    writer, 408, "request body not received in time", keep_alive=False
+                )
+                return
             connection = headers.get("connection", "").lower()
             keep_alive = (version == "HTTP/1.1" and connection != "close") or (
                 version == "HTTP/1.0" and connection == "keep-alive"

@@ -6,12 +6,20 @@ or raises :class:`~sealmq.kms.errors.KmsError` named as KMS names it. Every call
 answered or refused, is appended to the audit trail.
 
 Who may do what
-  The *admin* principal (the account root, authenticated by the access key in
-  the ``credentials`` file) may do everything on customer-managed keys. Any other
-  principal may use a key only through a grant (operations, constraints,
-  grantee; revoked or retired grants stop working for the very next call). Key
-  policies are stored and returned as text, not evaluated: this rule is the
-  policy every key has.
+  Each key's policy decides, evaluated as AWS evaluates it
+  (:mod:`sealmq.kms.policy`): an explicit Deny wins over everything, grants
+  included; then an Allow of the policy; then, for the operations a grant can
+  allow, a grant (operations, constraints, grantee; revoked or retired grants
+  stop working for the very next call); otherwise AccessDeniedException. The
+  account principal in a policy (``arn:aws:iam::ACCOUNT:root``, as the default
+  policy names it) means "the account's IAM decides": here that is the account's
+  root user, the *admin* authenticated by the access key in the ``credentials``
+  file. Any other principal needs a statement naming it or a grant. Operations
+  on no key (CreateKey, ListKeys, ListAliases, ListRetirableGrants) are the
+  admin's. A policy is checked when it is set: malformed, or using a condition
+  this service cannot evaluate, it is refused (MalformedPolicyDocumentException),
+  as is one that would lock its author out (unless
+  ``BypassPolicyLockoutSafetyCheck``).
 
 The three kinds of key Amazon MQ offers
   - *service-owned* (KeyManager none; like an AWS owned key): one per service,
@@ -26,7 +34,8 @@ The three kinds of key Amazon MQ offers
     everything else (DisableKey, ScheduleKeyDeletion, PutKeyPolicy, rotation
     settings, tags) is ``AccessDeniedException``, and aliases under
     ``alias/aws/`` cannot be created, updated or deleted
-    (``NotAuthorizedException``).
+    (``NotAuthorizedException``). Its policy (:func:`aws_managed_key_policy`) is
+    evaluated like any other, ``kms:ViaService`` and ``kms:CallerAccount`` included.
   - *customer-managed*: CreateKey.
 
 Per-broker keys (crypto-shredding)
@@ -55,7 +64,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sealmq.kms.audit import AuditLog
+from sealmq.kms.audit import AUDIT_MAX_BYTES, AuditLog
 from sealmq.kms.ciphertext import KEY_BYTES, seal_blob
 from sealmq.kms.core import (
     ALIAS_NAME_PATTERN,
@@ -137,6 +146,8 @@ class KeyService(KeyOperations, AliasOperations, CryptoOperations, GrantOperatio
             "ListKeyRotations": (self._list_key_rotations, True),
             "GetKeyPolicy": (self._get_key_policy, True),
             "PutKeyPolicy": (self._put_key_policy, False),
+            "ListKeyPolicies": (self._list_key_policies, True),
+            "UpdateKeyDescription": (self._update_key_description, False),
             "TagResource": (self._tag_resource, False),
             "UntagResource": (self._untag_resource, False),
             "ListResourceTags": (self._list_resource_tags, True),
@@ -329,12 +340,13 @@ def open_key_service(
     min_pending_window_days: int = 7,
     clock: Callable[[], float] = time.time,
     audit_fsync: bool = True,
+    audit_max_bytes: int = AUDIT_MAX_BYTES,
 ) -> KeyService:
     """The local key service of a data folder, created on first start.
 
-    Keys in ``<data_dir>/keys`` (shared with, and migrated from, the folder
-    :class:`~sealmq.kms.local.LocalKeyService` used), audit trail in
-    ``<data_dir>/audit/kms.jsonl``, the admin's access key in
+    Keys in ``<data_dir>/keys`` (an older one-key ``keystore.sealed`` there is
+    migrated), audit trail in
+    ``<data_dir>/audit/kms.jsonl`` (rotated past ``audit_max_bytes``), the admin's access key in
     ``<data_dir>/credentials`` ([default] profile, 0600). ``region`` and
     ``account_id`` (None: generated) are fixed when the folder is first used; a
     later call naming others raises :class:`~sealmq.kms.keystore.KeystoreError`.
@@ -346,5 +358,6 @@ def open_key_service(
         data_dir / "audit" / "kms.jsonl",
         fsync=audit_fsync,
         checkpoint=keystore.audit_checkpoint,
+        max_bytes=audit_max_bytes,
     )
     return KeyService(keystore, audit, min_pending_window_days=min_pending_window_days, clock=clock)

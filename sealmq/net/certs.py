@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sealmq.kms.files import make_private_dir
 from sealmq.net.tls import (
     _CA_KEY,
     _CA_PEM,
@@ -61,8 +61,7 @@ def check_or_create(
     Raises TLSSetupError when a file cannot be used and must not be overwritten.
     """
     names = _subject_alt_names(hostnames)
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(tls_dir, 0o700)
+    make_private_dir(tls_dir)
     paths = CertPaths(tls_dir / _CA_PEM, tls_dir / _SERVER_PEM, tls_dir / _SERVER_KEY, False)
     ca_key_path = tls_dir / _CA_KEY
     generated = False
@@ -272,3 +271,42 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+class _Collected(logging.Handler):
+    """Keeps the child's log records, for the parent to log as its own."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, record.getMessage()))
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    """``python -m sealmq.net.certs TLS_DIR NOW [HOSTNAME...]``: one JSON answer on stdout."""
+    import json
+    import sys
+
+    collected = _Collected()
+    log.addHandler(collected)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    answer: dict[str, object]
+    try:
+        paths, expires = check_or_create(Path(argv[0]), argv[2:], datetime.fromisoformat(argv[1]))
+        answer = {"generated": paths.generated, "expires": expires.isoformat()}
+    except TLSSetupError as exc:
+        answer = {"error": str(exc)}
+    except ValueError as exc:  # a host name that cannot go in a certificate
+        answer = {"error": str(exc), "kind": "value"}
+    answer["log"] = collected.lines
+    sys.stdout.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_child_main(sys.argv[1:]))

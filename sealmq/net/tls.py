@@ -27,13 +27,17 @@ from pathlib import Path
 
 __all__ = [
     "CA_VALIDITY",
+    "CLIENT_AUTH_MODES",
     "SERVER_VALIDITY",
     "TLS12_CIPHERS",
     "CertPaths",
+    "ListenerContexts",
     "ReloadableContext",
     "TLSSetupError",
     "client_context",
+    "describe_policy",
     "ensure_certificates",
+    "prepare_certificates",
     "server_context",
 ]
 
@@ -64,6 +68,9 @@ TLS12_CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     )
 )
+
+#: What a listener asks of client certificates: nothing; verified if sent; required.
+CLIENT_AUTH_MODES = ("none", "optional", "required")
 
 _CA_PEM = "ca.pem"
 _CA_KEY = "ca.key"
@@ -125,6 +132,33 @@ def server_context(
             raise TLSSetupError(f"cannot load client CA bundle {client_ca}: {exc}") from exc
         context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return context
+
+
+def describe_policy(context: ssl.SSLContext) -> str:
+    """The TLS policy ``context`` enforces, in one line for the start log (read from the
+    context itself, so the line cannot disagree with what handshakes get)."""
+    versions = {
+        ssl.TLSVersion.TLSv1_2: "1.2",
+        ssl.TLSVersion.TLSv1_3: "1.3",
+        ssl.TLSVersion.MAXIMUM_SUPPORTED: "1.3",
+    }
+    low = versions.get(context.minimum_version, str(context.minimum_version))
+    high = versions.get(context.maximum_version, str(context.maximum_version))
+    by_version: dict[str, list[str]] = {}
+    for cipher in context.get_ciphers():
+        by_version.setdefault(cipher["protocol"], []).append(cipher["name"])
+    clients = {
+        ssl.CERT_NONE: "not asked",
+        ssl.CERT_OPTIONAL: "optional",
+        ssl.CERT_REQUIRED: "required",
+    }
+    return (
+        f"TLS {low}-{high} only; TLS 1.2 ciphers: {':'.join(by_version.get('TLSv1.2', []))}; "
+        f"TLS 1.3 ciphers: {':'.join(by_version.get('TLSv1.3', []))}; "
+        f"compression {'off' if context.options & ssl.OP_NO_COMPRESSION else 'ON'}; "
+        f"renegotiation {'off' if context.options & ssl.OP_NO_RENEGOTIATION else 'ON'}; "
+        f"client certificates {clients[context.verify_mode]}"
+    )
 
 
 def client_context(
@@ -256,6 +290,64 @@ class ReloadableContext:
                 raise TLSSetupError(f"cannot load certificate {self.cert}: {exc}") from exc
 
 
+class ListenerContexts:
+    """The server certificate for every listener, one :class:`ReloadableContext` per
+    client-certificate policy (``client_auth`` mode and CA bundle) in use.
+
+    Listeners asking the same of client certificates share a context;
+    :meth:`maybe_reload` and :meth:`reload` keep them all on the files' certificate.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = Path(cert), Path(key)
+        self._contexts: dict[tuple[str, Path | None], ReloadableContext] = {}
+        #: The context of listeners that ask for no client certificate.
+        self.default = self.get("none", None)
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self.default.context
+
+    def get(self, client_auth: str, ca: Path | None) -> ReloadableContext:
+        """The context for ``client_auth`` (one of :data:`CLIENT_AUTH_MODES`) and ``ca``;
+        raises TLSSetupError for unusable files, ValueError for a mode without a CA."""
+        if client_auth not in CLIENT_AUTH_MODES:
+            raise ValueError(f"client_auth must be one of {', '.join(CLIENT_AUTH_MODES)}")
+        key = (client_auth, ca if client_auth != "none" else None)
+        found = self._contexts.get(key)
+        if found is None:
+            if client_auth != "none" and ca is None:
+                raise ValueError(f"client_auth {client_auth!r} needs a CA bundle")
+            found = ReloadableContext(
+                self.cert,
+                self.key,
+                client_ca=key[1],
+                require_client_cert=client_auth == "required",
+            )
+            self._contexts[key] = found
+        return found
+
+    def maybe_reload(self) -> bool:
+        """Every context's :meth:`ReloadableContext.maybe_reload`; True if any reloaded."""
+        return any([context.maybe_reload() for context in self._contexts.values()])
+
+    def reload(self) -> None:
+        """Re-read the files into every context now (SIGHUP); TLSSetupError if they are
+        unusable: the first context's load checks them, so then every context keeps
+        its certificate."""
+        for context in self._contexts.values():
+            context.reload()
+        log.info("reloaded TLS certificate %s", self.cert)
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Check the files every ``interval`` seconds until cancelled, so that listeners
+        whose handshake comes before any session (WSS, the key service) and a broker
+        nobody connects to follow a replaced certificate too."""
+        while True:
+            await asyncio.sleep(interval)
+            self.maybe_reload()
+
+
 def _check_pair(cert_pem: bytes, key_pem: bytes, cert: Path, key: Path) -> None:
     # Imported here: parsing certificates is needed only on a reload, and the x509
     # machinery costs several MiB of resident memory for the broker's whole life.
@@ -324,6 +416,24 @@ def ensure_certificates(
     move ``ca.key`` offline, and the broker starts while ``server.pem`` is good.
     Raises TLSSetupError when a file cannot be used and must not be overwritten.
     """
+    return prepare_certificates(tls_dir, hostnames, now=now)()
+
+
+def prepare_certificates(
+    tls_dir: Path,
+    hostnames: Sequence[str],
+    *,
+    now: datetime | None = None,
+    in_child: bool = False,
+) -> Callable[[], CertPaths]:
+    """:func:`ensure_certificates` in two steps: this call starts it, the one returned ends it.
+
+    When the files were checked before and nothing changed, both are instant. Else,
+    with ``in_child``, the files are made or re-checked by a child process (``python -m
+    sealmq.net.certs``) that runs while the caller goes on with its own start-up, so the
+    broker never loads ``cryptography.x509``, which would stay resident for the life
+    of the process (3-4 MiB); the child's log lines are logged here.
+    """
     now = now or datetime.now(UTC)
     paths = CertPaths(tls_dir / _CA_PEM, tls_dir / _SERVER_PEM, tls_dir / _SERVER_KEY, False)
     fingerprint = _fingerprint(paths, hostnames)
@@ -332,16 +442,76 @@ def ensure_certificates(
         try:
             recorded, _, expiry = checked.read_text().partition(" ")
             if recorded == fingerprint and now + RENEW_BEFORE < datetime.fromisoformat(expiry):
-                return paths
+                return lambda: paths
         except (OSError, ValueError):
             pass
-    from sealmq.net.certs import check_or_create
+    child = _CertificateChild(tls_dir, hostnames, now) if in_child else None
 
-    result, expires = check_or_create(tls_dir, hostnames, now)
-    fingerprint = _fingerprint(paths, hostnames)
-    if fingerprint is not None:
-        _write_file(checked, f"{fingerprint} {expires.isoformat()}".encode())
-    return result
+    def finish() -> CertPaths:
+        if child is not None:
+            result, expires = child.result()
+        else:
+            from sealmq.net.certs import check_or_create
+
+            result, expires = check_or_create(tls_dir, hostnames, now)
+        fingerprint = _fingerprint(paths, hostnames)
+        if fingerprint is not None:
+            _write_file(checked, f"{fingerprint} {expires.isoformat()}".encode())
+        return result
+
+    return finish
+
+
+#: A child that makes a CA and a certificate takes well under a second.
+_CHILD_TIMEOUT_SECONDS = 60.0
+
+
+class _CertificateChild:
+    """:func:`sealmq.net.certs.check_or_create` run by ``python -m sealmq.net.certs``."""
+
+    def __init__(self, tls_dir: Path, hostnames: Sequence[str], now: datetime) -> None:
+        import subprocess
+        import sys
+
+        self.tls_dir = tls_dir
+        command = [sys.executable, "-m", "sealmq.net.certs", str(tls_dir), now.isoformat()]
+        try:
+            self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [*command, *hostnames], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            self.failure: OSError | None = None
+        except OSError as exc:
+            self.process, self.failure = None, exc
+
+    def result(self) -> tuple[CertPaths, datetime]:
+        import json
+        import subprocess
+
+        where = f"could not make the TLS certificates in {self.tls_dir}"
+        if self.process is None:
+            raise TLSSetupError(f"{where}: {self.failure}")
+        try:
+            out, err = self.process.communicate(timeout=_CHILD_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise TLSSetupError(f"{where}: no answer in {_CHILD_TIMEOUT_SECONDS:.0f} s") from None
+        try:
+            answer = json.loads(out)
+        except ValueError:
+            detail = err.decode(errors="replace").strip().splitlines()
+            reason = detail[-1] if detail else f"exit code {self.process.returncode}"
+            raise TLSSetupError(f"{where}: {reason}") from None
+        for level, text in answer.get("log", []):
+            log.log(int(level), "%s", text)
+        if "error" in answer:
+            kind = ValueError if answer.get("kind") == "value" else TLSSetupError
+            raise kind(str(answer["error"]))
+        tls_dir = self.tls_dir
+        paths = CertPaths(
+            tls_dir / _CA_PEM, tls_dir / _SERVER_PEM, tls_dir / _SERVER_KEY, answer["generated"]
+        )
+        return paths, datetime.fromisoformat(answer["expires"])
 
 
 def _fingerprint(paths: CertPaths, hostnames: Sequence[str]) -> str | None:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sealmq.core.ports import MessageUnavailableError
+
 __all__ = [
     "CorruptRecordError",
+    "JournalIntegrityError",
     "KeyUnavailableError",
+    "MessageNotFoundError",
     "StoreClosedError",
     "StoreError",
     "StoreLockedError",
@@ -20,7 +24,7 @@ class StoreError(Exception):
     """Base of every error the store raises."""
 
 
-class CorruptRecordError(StoreError):
+class CorruptRecordError(StoreError, MessageUnavailableError):
     """A segment header or record failed authentication or parsing; the broker must not start."""
 
     def __init__(self, reason: str, path: Path | None = None, offset: int | None = None) -> None:
@@ -33,6 +37,10 @@ class CorruptRecordError(StoreError):
         self.offset = offset
 
 
+class JournalIntegrityError(CorruptRecordError):
+    """A segment is missing, out of place, replaced, or cut short of what was confirmed."""
+
+
 class KeyUnavailableError(StoreError):
     """The key provider could not generate or unwrap a data key (grant revoked, key disabled…)."""
 
@@ -43,3 +51,7 @@ class StoreLockedError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store is closed (or was never opened); it accepts no more writes."""
+
+
+class MessageNotFoundError(StoreError, MessageUnavailableError):
+    """No owner holds a message of that id (all acknowledged it, or it was never stored)."""

@@ -1,4 +1,9 @@
-"""File-system helpers: private folders, whole writes, durable renames and unlinks."""
+"""File-system helpers: private folders, whole writes, durable renames and unlinks.
+
+The store's own copy of the private-folder helper: every layer above uses
+:mod:`sealmq.kms.files`, which the store may not import (it sees keys only
+through ``KeyProvider``, an import contract in pyproject.toml).
+"""
 
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def make_private_dir(path: Path) -> None:
         os.chmod(path, FOLDER_MODE)
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

@@ -69,6 +69,9 @@ class DataKeyCache:
         self._keys: dict[tuple[bytes, bytes], tuple[bytes, float]] = {}
         #: Calls made to the provider (generate + decrypt), for tests and metrics.
         self.provider_calls = 0
+        #: The last (wrapped, context, slot) looked up: the journal asks for its segment's
+        #: key once per batch, and encoding the context for the slot cost more than the rest.
+        self._memo: tuple[bytes, dict[str, str], tuple[bytes, bytes]] | None = None
 
     @property
     def provider(self) -> KeyProvider:
@@ -89,7 +92,12 @@ class DataKeyCache:
 
     def decrypt(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         """The plaintext of ``wrapped``: from the cache while fresh, else from the provider."""
-        slot = (wrapped, encode_context(context))
+        memo = self._memo
+        if memo is not None and memo[0] == wrapped and memo[1] == context:
+            slot = memo[2]
+        else:
+            slot = (wrapped, encode_context(context))
+            self._memo = (wrapped, dict(context), slot)
         now = self._clock()
         with self._lock:
             hit = self._keys.get(slot)

@@ -16,7 +16,9 @@ refuses it as an unknown record type rather than misreading it).
 
 Every stored message carries a store-assigned sequence number, so recovery
 returns messages in send order even after compaction has moved some of them
-to a newer segment.
+to a newer segment. A message inside an entry has a layout of its own, versioned
+and extensible by optional fields (``message_record.py``); entries are written
+with the newest message version, and entries holding an older one still read.
 """
 
 from __future__ import annotations
@@ -24,32 +26,40 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
-from typing import Any
 
-from sealmq.core.model import (
-    BodyKind,
-    Destination,
-    DestinationKind,
-    DurableSubscriptionInfo,
-    Message,
-    PropertyValue,
-)
+from sealmq.core.model import DestinationInfo, DurableSubscriptionInfo
 from sealmq.core.ports import (
+    AddDestination,
     AddMessage,
+    AddScheduled,
     AddSubscription,
+    ForgetPrepared,
     Op,
+    PrepareTransaction,
+    RemoveDestination,
     RemoveMessage,
+    RemoveScheduled,
     RemoveSubscription,
+    ScheduledJob,
+    SetDeliveryCount,
     SetRetained,
     SetSessionState,
 )
 from sealmq.store.errors import CorruptRecordError, StoreError
+from sealmq.store.index import MessageAdded
+from sealmq.store.message_record import (
+    RecordReader,
+    read_message,
+    read_message_v1,
+    skip_message,
+    write_message,
+)
 
 __all__ = [
     "RECORD_FORMAT",
-    "PropertyTag",
     "RecordType",
     "decode_record",
+    "decode_record_index",
     "encode_entry",
     "encode_record",
     "join_entries",
@@ -62,7 +72,7 @@ RECORD_FORMAT = 1
 class RecordType(IntEnum):
     """Every entry type the journal holds (as Artemis ``JournalRecordIds``). Never renumber."""
 
-    #: u64 seq, u32 owner count, owner*, message.
+    #: u64 seq, u32 owner count, owner*, message (version 1). Read only.
     ADD_MESSAGE = 1
     #: message id, owner.
     REMOVE_MESSAGE = 2
@@ -73,7 +83,7 @@ class RecordType(IntEnum):
     #: As ADD_SUBSCRIPTION, then options (u32-length bytes). Written only when a
     #: subscription has options, so journals without any stay readable by older brokers.
     ADD_SUBSCRIPTION_V2 = 5
-    #: topic, message (as in ADD_MESSAGE, without seq and owners).
+    #: topic, message (version 1). Read only.
     SET_RETAINED = 6
     #: topic.
     CLEAR_RETAINED = 7
@@ -81,69 +91,65 @@ class RecordType(IntEnum):
     SET_SESSION_STATE = 8
     #: key.
     DELETE_SESSION_STATE = 9
+    #: u64 seq, u32 owner count, owner*, message (version 2 and later).
+    ADD_MESSAGE_V2 = 10
+    #: topic, message (version 2 and later).
+    SET_RETAINED_V2 = 11
+    #: message id, owner, u32 count.
+    SET_DELIVERY_COUNT = 12
+    #: u8 destination kind, name, options (u32-length bytes).
+    ADD_DESTINATION = 13
+    #: u8 destination kind, name.
+    REMOVE_DESTINATION = 14
+    #: job id, schedule (u32-length bytes), message (version 2 and later).
+    ADD_SCHEDULED = 15
+    #: job id.
+    REMOVE_SCHEDULED = 16
+    #: xid (u32-length bytes), u32 length, entries of that length (AddMessage with seq 0;
+    #: no PREPARE_TRANSACTION among them).
+    PREPARE_TRANSACTION = 17
+    #: xid (u32-length bytes).
+    FORGET_PREPARED = 18
 
-
-class PropertyTag(IntEnum):
-    """Type tags of application property values."""
-
-    NONE = 0
-    FALSE = 1
-    TRUE = 2
-    INT64 = 3
-    #: An int outside 64 bits: u32 length, signed big-endian two's complement.
-    BIGINT = 4
-    FLOAT = 5
-    STR = 6
-    BYTES = 7
-
-
-# Message flags.
-_PERSISTENT = 0x01
-_RETAIN = 0x02
-_CORRELATION = 0x04
-_REPLY_TO = 0x08
-_TYPE = 0x10
-_GROUP = 0x20
-_ORIGINAL = 0x40
-_PROPERTIES = 0x80
 
 _B = struct.Struct(">B")
 _U32 = struct.Struct(">I")
-_Q = struct.Struct(">q")
-_D = struct.Struct(">d")
 _ADD_HEAD = struct.Struct(">BQI")  # type, seq, owner count
-# flags, body kind, destination kind, qos (-1: none), priority, expiration, timestamp,
-# group seq, redelivery count
-_MSG_HEAD = struct.Struct(">BBBbiqqqi")
 _SUB_FLAGS_NO_LOCAL = 0x01
 _SUB_FLAGS_SELECTOR = 0x02
 
 _HEADER = _B.pack(RECORD_FORMAT)
-_T_ADD = RecordType.ADD_MESSAGE.value
+_T_ADD_V1 = RecordType.ADD_MESSAGE.value
+_T_ADD = RecordType.ADD_MESSAGE_V2.value
 _T_REMOVE = _B.pack(RecordType.REMOVE_MESSAGE)
 _T_ADD_SUB = _B.pack(RecordType.ADD_SUBSCRIPTION)
 _T_REMOVE_SUB = _B.pack(RecordType.REMOVE_SUBSCRIPTION)
 _T_ADD_SUB_V2 = _B.pack(RecordType.ADD_SUBSCRIPTION_V2)
-_T_SET_RETAINED = _B.pack(RecordType.SET_RETAINED)
+_T_SET_RETAINED = _B.pack(RecordType.SET_RETAINED_V2)
+_T_SET_COUNT = _B.pack(RecordType.SET_DELIVERY_COUNT)
+_T_ADD_DEST = _B.pack(RecordType.ADD_DESTINATION)
+_T_REMOVE_DEST = _B.pack(RecordType.REMOVE_DESTINATION)
+_T_ADD_SCHEDULED = _B.pack(RecordType.ADD_SCHEDULED)
+_T_REMOVE_SCHEDULED = _B.pack(RecordType.REMOVE_SCHEDULED)
+_T_PREPARE = _B.pack(RecordType.PREPARE_TRANSACTION)
+_T_FORGET_PREPARED = _B.pack(RecordType.FORGET_PREPARED)
 _T_CLEAR_RETAINED = _B.pack(RecordType.CLEAR_RETAINED)
 _T_SET_SESSION = _B.pack(RecordType.SET_SESSION_STATE)
 _T_DELETE_SESSION = _B.pack(RecordType.DELETE_SESSION_STATE)
-_NONE = _B.pack(PropertyTag.NONE)
-_FALSE = _B.pack(PropertyTag.FALSE)
-_TRUE = _B.pack(PropertyTag.TRUE)
-_INT64 = _B.pack(PropertyTag.INT64)
-_BIGINT = _B.pack(PropertyTag.BIGINT)
-_FLOAT = _B.pack(PropertyTag.FLOAT)
-_STR = _B.pack(PropertyTag.STR)
-_BYTES = _B.pack(PropertyTag.BYTES)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: Payloads at least this large are built in a bytearray that is sealed in place.
+SEAL_IN_PLACE_BYTES = 1024 * 1024
 
 
-def encode_record(ops: Sequence[Op], seq: int) -> tuple[bytes, int]:
+def encode_record(
+    ops: Sequence[Op], seq: int, *, tag_room: int = 0
+) -> tuple[bytes | bytearray, int]:
     """One payload for ``ops``; AddMessage entries get ``seq``, ``seq + 1``, …
 
     Returns the payload and the next unused sequence number. Raises
     :class:`StoreError` for values that cannot be stored (an int out of range).
+    With ``tag_room``, a payload of :data:`SEAL_IN_PLACE_BYTES` or more comes as a
+    ``bytearray`` with that many spare bytes at its end, for the journal to seal in
+    place (one buffer besides the message body, not two).
     """
     parts: list[bytes] = [_HEADER]
     try:
@@ -155,11 +161,30 @@ def encode_record(ops: Sequence[Op], seq: int) -> tuple[bytes, int]:
                 _other(parts, op)
     except (struct.error, OverflowError, TypeError) as exc:
         raise StoreError(f"operation cannot be stored: {exc}") from None
+    if tag_room:
+        size = sum(map(len, parts))
+        if size >= SEAL_IN_PLACE_BYTES:
+            buf = bytearray(size + tag_room)
+            pos = 0
+            # Through a memoryview: bytearray slice assignment copies a bytes value first.
+            with memoryview(buf) as view:
+                for part in parts:
+                    view[pos : pos + len(part)] = part
+                    pos += len(part)
+            return buf, seq
     return b"".join(parts), seq
 
 
 def encode_entry(
-    seq: int, op: AddMessage | AddSubscription | SetRetained | SetSessionState
+    seq: int,
+    op: AddMessage
+    | AddSubscription
+    | SetRetained
+    | SetSessionState
+    | SetDeliveryCount
+    | AddDestination
+    | AddScheduled
+    | PrepareTransaction,
 ) -> bytes:
     """One live entry re-stated (compaction); an AddMessage keeps its original ``seq``.
 
@@ -194,102 +219,7 @@ def _add_message(parts: list[bytes], seq: int, op: AddMessage) -> None:
     parts.append(_ADD_HEAD.pack(_T_ADD, seq, len(owners)))
     for owner in owners:
         _text(parts, owner)
-    _message_fields(parts, op.message)
-
-
-def _message_fields(parts: list[bytes], m: Message) -> None:
-    flags = 0
-    if m.persistent:
-        flags |= _PERSISTENT
-    if m.retain:
-        flags |= _RETAIN
-    if m.correlation_id is not None:
-        flags |= _CORRELATION
-    if m.reply_to is not None:
-        flags |= _REPLY_TO
-    if m.type is not None:
-        flags |= _TYPE
-    if m.group_id is not None:
-        flags |= _GROUP
-    if m.original_destination is not None:
-        flags |= _ORIGINAL
-    if m.properties:
-        flags |= _PROPERTIES
-    parts.append(
-        _MSG_HEAD.pack(
-            flags,
-            m.body_kind,
-            m.destination.kind,
-            -1 if m.qos is None else m.qos,
-            m.priority,
-            m.expiration,
-            m.timestamp,
-            m.group_seq,
-            m.redelivery_count,
-        )
-    )
-    _text(parts, m.message_id)
-    _text(parts, m.destination.name)
-    body = m.body
-    parts.append(_U32.pack(len(body)))
-    parts.append(body)
-    if m.correlation_id is not None:
-        _text(parts, m.correlation_id)
-    if m.reply_to is not None:
-        parts.append(_B.pack(m.reply_to.kind))
-        _text(parts, m.reply_to.name)
-    if m.type is not None:
-        _text(parts, m.type)
-    if m.group_id is not None:
-        _text(parts, m.group_id)
-    if m.original_destination is not None:
-        parts.append(_B.pack(m.original_destination.kind))
-        _text(parts, m.original_destination.name)
-    if m.properties:
-        props = m.properties
-        parts.append(_U32.pack(len(props)))
-        for key, value in props.items():
-            _text(parts, key)
-            _property(parts, value)
-
-
-def _property(parts: list[bytes], value: PropertyValue) -> None:
-    t = type(value)
-    if t is str:
-        parts.append(_STR)
-        _text(parts, value)  # type: ignore[arg-type]
-    elif t is int:
-        if _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]
-            parts.append(_INT64)
-            parts.append(_Q.pack(value))
-        else:
-            n = value.bit_length() // 8 + 1  # type: ignore[union-attr]
-            parts.append(_BIGINT)
-            parts.append(_U32.pack(n))
-            parts.append(value.to_bytes(n, "big", signed=True))  # type: ignore[union-attr]
-    elif t is bool:
-        parts.append(_TRUE if value else _FALSE)
-    elif value is None:
-        parts.append(_NONE)
-    elif t is float:
-        parts.append(_FLOAT)
-        parts.append(_D.pack(value))
-    elif t is bytes:
-        parts.append(_BYTES)
-        parts.append(_U32.pack(len(value)))  # type: ignore[arg-type]
-        parts.append(value)  # type: ignore[arg-type]
-    elif isinstance(value, bool):
-        parts.append(_TRUE if value else _FALSE)
-    elif isinstance(value, int):
-        _property(parts, int(value))
-    elif isinstance(value, float):
-        _property(parts, float(value))
-    elif isinstance(value, str):
-        _property(parts, str(value))
-    elif isinstance(value, bytes | bytearray | memoryview):
-        _property(parts, bytes(value))
-    else:
-        raise TypeError(f"property value of type {t.__name__} is not storable")
+    write_message(parts, op.message)
 
 
 def _other(parts: list[bytes], op: Op) -> None:
@@ -323,7 +253,7 @@ def _other(parts: list[bytes], op: Op) -> None:
         else:
             parts.append(_T_SET_RETAINED)
             _text(parts, op.topic)
-            _message_fields(parts, op.message)
+            write_message(parts, op.message)
     elif type(op) is SetSessionState:
         if op.state is None:
             parts.append(_T_DELETE_SESSION)
@@ -332,45 +262,46 @@ def _other(parts: list[bytes], op: Op) -> None:
             parts.append(_T_SET_SESSION)
             _text(parts, op.key)
             _bytes(parts, op.state)
+    elif type(op) is SetDeliveryCount:
+        parts.append(_T_SET_COUNT)
+        _text(parts, op.message_id)
+        _text(parts, op.owner)
+        parts.append(_U32.pack(op.count))
+    elif type(op) is AddDestination:
+        parts.append(_T_ADD_DEST)
+        parts.append(_B.pack(op.info.destination.kind))
+        _text(parts, op.info.destination.name)
+        _bytes(parts, op.info.options)
+    elif type(op) is RemoveDestination:
+        parts.append(_T_REMOVE_DEST)
+        parts.append(_B.pack(op.destination.kind))
+        _text(parts, op.destination.name)
+    elif type(op) is AddScheduled:
+        parts.append(_T_ADD_SCHEDULED)
+        _text(parts, op.job.job_id)
+        _bytes(parts, op.job.schedule)
+        write_message(parts, op.job.message)
+    elif type(op) is RemoveScheduled:
+        parts.append(_T_REMOVE_SCHEDULED)
+        _text(parts, op.job_id)
+    elif type(op) is PrepareTransaction:
+        inner: list[bytes] = []
+        for each in op.ops:
+            if type(each) is PrepareTransaction:
+                raise TypeError("a prepared transaction cannot hold another")
+            if type(each) is AddMessage:
+                _add_message(inner, 0, each)
+            else:
+                _other(inner, each)
+        parts.append(_T_PREPARE)
+        _bytes(parts, op.xid)
+        parts.append(_U32.pack(sum(map(len, inner))))
+        parts.extend(inner)
+    elif type(op) is ForgetPrepared:
+        parts.append(_T_FORGET_PREPARED)
+        _bytes(parts, op.xid)
     else:
         raise TypeError(f"not a store operation: {type(op).__name__}")
-
-
-class _Reader:
-    __slots__ = ("buf", "end", "pos")
-
-    def __init__(self, buf: memoryview) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.end = len(buf)
-
-    def unpack(self, s: struct.Struct) -> tuple[Any, ...]:
-        pos = self.pos
-        if pos + s.size > self.end:
-            raise CorruptRecordError("truncated record payload")
-        self.pos = pos + s.size
-        return s.unpack_from(self.buf, pos)
-
-    def u8(self) -> int:
-        pos = self.pos
-        if pos >= self.end:
-            raise CorruptRecordError("truncated record payload")
-        self.pos = pos + 1
-        return self.buf[pos]
-
-    def raw(self) -> memoryview:
-        (n,) = self.unpack(_U32)
-        pos = self.pos
-        if pos + n > self.end:
-            raise CorruptRecordError("truncated record payload")
-        self.pos = pos + n
-        return self.buf[pos : pos + n]
-
-    def text(self) -> str:
-        return str(self.raw(), "utf-8", "surrogatepass")
-
-    def destination(self) -> Destination:
-        return Destination(DestinationKind(self.u8()), self.text())
 
 
 def decode_record(payload: bytes | memoryview) -> list[tuple[int, Op]]:
@@ -379,106 +310,92 @@ def decode_record(payload: bytes | memoryview) -> list[tuple[int, Op]]:
     Raises :class:`CorruptRecordError` (without a file name: the caller knows it)
     for anything malformed.
     """
-    r = _Reader(memoryview(payload))
+    return _decode(payload, bodies=True)  # type: ignore[return-value]
+
+
+def decode_record_index(payload: bytes | memoryview) -> list[tuple[int, Op | MessageAdded]]:
+    """As :func:`decode_record`, but each AddMessage (outside prepared transactions)
+    comes as a :class:`MessageAdded`: its id, owners and body size, the message
+    stepped over without being built (recovery without bodies)."""
+    return _decode(payload, bodies=False)
+
+
+def _decode(payload: bytes | memoryview, *, bodies: bool) -> list[tuple[int, Op | MessageAdded]]:
+    r = RecordReader(memoryview(payload))
     try:
         if r.u8() != RECORD_FORMAT:
             raise CorruptRecordError("unknown record format")
-        out: list[tuple[int, Op]] = []
-        while r.pos < r.end:
-            kind = r.u8()
-            if kind == _T_ADD:
-                r.pos -= 1
-                _, seq, n_owners = r.unpack(_ADD_HEAD)
-                owners = tuple(r.text() for _ in range(n_owners))
-                out.append((seq, AddMessage(_message(r), owners)))
-            elif kind == RecordType.REMOVE_MESSAGE:
-                out.append((0, RemoveMessage(r.text(), r.text())))
-            elif kind == RecordType.ADD_SUBSCRIPTION or kind == RecordType.ADD_SUBSCRIPTION_V2:
-                client_id, name, dest = r.text(), r.text(), r.destination()
-                flags = r.u8()
-                selector = r.text() if flags & _SUB_FLAGS_SELECTOR else None
-                options = bytes(r.raw()) if kind == RecordType.ADD_SUBSCRIPTION_V2 else b""
-                info = DurableSubscriptionInfo(
-                    client_id, name, dest, selector, bool(flags & _SUB_FLAGS_NO_LOCAL), options
-                )
-                out.append((0, AddSubscription(info)))
-            elif kind == RecordType.REMOVE_SUBSCRIPTION:
-                out.append((0, RemoveSubscription(r.text(), r.text())))
-            elif kind == RecordType.SET_RETAINED:
-                topic = r.text()
-                out.append((0, SetRetained(topic, _message(r))))
-            elif kind == RecordType.CLEAR_RETAINED:
-                out.append((0, SetRetained(r.text(), None)))
-            elif kind == RecordType.SET_SESSION_STATE:
-                key = r.text()
-                out.append((0, SetSessionState(key, bytes(r.raw()))))
-            elif kind == RecordType.DELETE_SESSION_STATE:
-                out.append((0, SetSessionState(r.text(), None)))
-            else:
-                raise CorruptRecordError(f"unknown record type {kind}")
-        return out
+        return _entries(r, nested=False, bodies=bodies)
     except (ValueError, struct.error) as exc:
         raise CorruptRecordError(f"malformed record payload ({type(exc).__name__})") from None
 
 
-def _message(r: _Reader) -> Message:
-    (flags, body_kind, dest_kind, qos, priority, expiration, timestamp, group_seq, redeliveries) = (
-        r.unpack(_MSG_HEAD)
-    )
-    message_id = r.text()
-    destination = Destination(DestinationKind(dest_kind), r.text())
-    body = bytes(r.raw())
-    m = Message(
-        message_id,
-        destination,
-        body,
-        BodyKind(body_kind),
-        bool(flags & _PERSISTENT),
-        priority,
-        expiration,
-        timestamp,
-        group_seq=group_seq,
-        redelivery_count=redeliveries,
-        qos=None if qos < 0 else qos,
-        retain=bool(flags & _RETAIN),
-    )
-    if flags & _CORRELATION:
-        m.correlation_id = r.text()
-    if flags & _REPLY_TO:
-        m.reply_to = r.destination()
-    if flags & _TYPE:
-        m.type = r.text()
-    if flags & _GROUP:
-        m.group_id = r.text()
-    if flags & _ORIGINAL:
-        m.original_destination = r.destination()
-    if flags & _PROPERTIES:
-        (count,) = r.unpack(_U32)
-        props = m.properties
-        for _ in range(count):
+def _entries(
+    r: RecordReader, *, nested: bool, bodies: bool = True
+) -> list[tuple[int, Op | MessageAdded]]:
+    out: list[tuple[int, Op | MessageAdded]] = []
+    while r.pos < r.end:
+        kind = r.u8()
+        if kind in (_T_ADD, _T_ADD_V1):
+            r.pos -= 1
+            _, seq, n_owners = r.unpack(_ADD_HEAD)
+            owners = tuple(r.text() for _ in range(n_owners))
+            if not bodies:
+                if kind == _T_ADD:
+                    message_id, size = skip_message(r)
+                else:  # a version 1 message (journals of older brokers): read whole
+                    old = read_message_v1(r)
+                    message_id, size = old.message_id, len(old.body)
+                out.append((seq, MessageAdded(message_id, owners, size)))
+                continue
+            message = read_message(r) if kind == _T_ADD else read_message_v1(r)
+            out.append((seq, AddMessage(message, owners)))
+        elif kind == RecordType.REMOVE_MESSAGE:
+            out.append((0, RemoveMessage(r.text(), r.text())))
+        elif kind == RecordType.ADD_SUBSCRIPTION or kind == RecordType.ADD_SUBSCRIPTION_V2:
+            client_id, name, dest = r.text(), r.text(), r.destination()
+            flags = r.u8()
+            selector = r.text() if flags & _SUB_FLAGS_SELECTOR else None
+            options = bytes(r.raw()) if kind == RecordType.ADD_SUBSCRIPTION_V2 else b""
+            info = DurableSubscriptionInfo(
+                client_id, name, dest, selector, bool(flags & _SUB_FLAGS_NO_LOCAL), options
+            )
+            out.append((0, AddSubscription(info)))
+        elif kind == RecordType.REMOVE_SUBSCRIPTION:
+            out.append((0, RemoveSubscription(r.text(), r.text())))
+        elif kind == RecordType.SET_RETAINED_V2:
+            topic = r.text()
+            out.append((0, SetRetained(topic, read_message(r))))
+        elif kind == RecordType.SET_RETAINED:
+            topic = r.text()
+            out.append((0, SetRetained(topic, read_message_v1(r))))
+        elif kind == RecordType.CLEAR_RETAINED:
+            out.append((0, SetRetained(r.text(), None)))
+        elif kind == RecordType.SET_SESSION_STATE:
             key = r.text()
-            props[key] = _read_property(r)
-    return m
-
-
-def _read_property(r: _Reader) -> PropertyValue:
-    tag = r.u8()
-    if tag == PropertyTag.STR:
-        return r.text()
-    if tag == PropertyTag.INT64:
-        i: int = r.unpack(_Q)[0]
-        return i
-    if tag == PropertyTag.TRUE:
-        return True
-    if tag == PropertyTag.FALSE:
-        return False
-    if tag == PropertyTag.NONE:
-        return None
-    if tag == PropertyTag.FLOAT:
-        f: float = r.unpack(_D)[0]
-        return f
-    if tag == PropertyTag.BYTES:
-        return bytes(r.raw())
-    if tag == PropertyTag.BIGINT:
-        return int.from_bytes(r.raw(), "big", signed=True)
-    raise CorruptRecordError(f"unknown property tag {tag}")
+            out.append((0, SetSessionState(key, bytes(r.raw()))))
+        elif kind == RecordType.DELETE_SESSION_STATE:
+            out.append((0, SetSessionState(r.text(), None)))
+        elif kind == RecordType.SET_DELIVERY_COUNT:
+            mid, owner = r.text(), r.text()
+            out.append((0, SetDeliveryCount(mid, owner, r.unpack(_U32)[0])))
+        elif kind == RecordType.ADD_DESTINATION:
+            added = DestinationInfo(r.destination(), bytes(r.raw()))
+            out.append((0, AddDestination(added)))
+        elif kind == RecordType.REMOVE_DESTINATION:
+            out.append((0, RemoveDestination(r.destination())))
+        elif kind == RecordType.ADD_SCHEDULED:
+            job_id, schedule = r.text(), bytes(r.raw())
+            out.append((0, AddScheduled(ScheduledJob(job_id, read_message(r), schedule))))
+        elif kind == RecordType.REMOVE_SCHEDULED:
+            out.append((0, RemoveScheduled(r.text())))
+        elif kind == RecordType.PREPARE_TRANSACTION and not nested:
+            xid = bytes(r.raw())
+            inner = _entries(RecordReader(r.raw()), nested=True)
+            ops = tuple(op for _, op in inner if not isinstance(op, MessageAdded))
+            out.append((0, PrepareTransaction(xid, ops)))
+        elif kind == RecordType.FORGET_PREPARED:
+            out.append((0, ForgetPrepared(bytes(r.raw()))))
+        else:
+            raise CorruptRecordError(f"unknown record type {kind}")
+    return out

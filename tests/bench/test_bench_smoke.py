@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.brokers import MQTT, STOMP, NullBroker
+from bench.brokers import (
+    MQTT,
+    STOMP,
+    WSS_MQTT,
+    WSS_STOMP,
+    Broker,
+    NullBroker,
+    make_broker,
+)
 from bench.load import LoadSpec, run_load
 from bench.mqtt_client import (
     PacketParser,
@@ -24,7 +32,9 @@ from bench.mqtt_client import (
 )
 from bench.mqtt_load import MqttSpec, run_mqtt_load
 from bench.results import BrokerReport, Metric, markdown_table, percentile, record
+from bench.scenarios import WSS_SCENARIOS, Options, wss_loads
 from bench.stomp_client import FrameParser, encode_frame
+from bench.stomp_fanout import FanoutSpec, run_stomp_fanout
 
 
 def test_frames_round_trip_across_split_reads() -> None:
@@ -51,6 +61,11 @@ def test_load_against_null_broker(tmp_path: Path) -> None:
             assert result.producer.confirmed == 300
         paced = LoadSpec(queue="paced", count=20, size=64, rate=1000.0)
         assert run_load(broker.endpoint, paced, procs=1, uvloop=False).consumer.unique == 20
+        fan = FanoutSpec(topic="smoke.fan", count=200, size=64, window=10, subscribers=3)
+        fanned = run_stomp_fanout(broker.endpoint, fan)
+        assert fanned.consumer.unique == 600
+        assert fanned.lost == 0
+        assert fanned.producer.sent == 200
     finally:
         broker.stop()
     assert broker.proc is None
@@ -159,3 +174,37 @@ def test_report_and_record(tmp_path: Path) -> None:
     record(out, "k1", "## run one again\n")
     text = out.read_text()
     assert "run one again" in text and "## run one\n" not in text and "run two" in text
+    # Newest first, one section per configuration (an older, dated marker counts too).
+    assert text.index("run one again") < text.index("run two")
+    out.write_text(
+        text + "<!-- bench-run: 2026-01-01 k2 -->\n## run two, dated\n<!-- bench-run-end -->\n"
+    )
+    record(out, "k2", "## run two again\n")
+    text = out.read_text()
+    assert "run two" not in text.replace("run two again", "")
+    assert text.index("run two again") < text.index("run one again")
+    assert text.count("<!-- bench-run: ") == 2
+
+
+def test_wss_scenarios_against_sealmq(tmp_path: Path) -> None:
+    """The WSS scenarios end to end, through sealmq's real `wss` listener (small counts)."""
+    opts = Options(messages=200, warmup=50, repeat=1, rate=200.0, duration=0.5, window=20)
+
+    def factory(sub: Path, protocols: tuple[str, ...]) -> Broker:
+        assert set(protocols) == {WSS_STOMP, WSS_MQTT}
+        return make_broker("sealmq", tmp_path / sub, protocols, server_hostname="localhost")
+
+    metrics, tls = wss_loads(factory, opts, set(WSS_SCENARIOS), lambda _msg: None)
+    got = {m.key: m.value for m in metrics}
+    assert tls.startswith("TLS")
+    assert got["wss.tput.consume"] > 0 and got["wss_mqtt_qos1.rate"] > 0
+    assert got["wss.lat.p99"] > 0 and got["wss.mqtt_lat.p99"] > 0
+    assert got["wss.lat.rate"] > 0 and got["wss.mqtt_lat.cpu_msg"] > 0
+
+
+def test_wss_scenarios_apply_to_brokers_with_websocket_listeners() -> None:
+    from bench.__main__ import _applicable
+
+    wss = frozenset(WSS_SCENARIOS)
+    assert _applicable("sealmq", wss) == wss and _applicable("rabbitmq", wss) == wss
+    assert not _applicable("activemq", wss) and not _applicable("mosquitto", wss)

@@ -2,9 +2,11 @@
 
 Each malformed frame is sent over a raw TLS socket trusting the broker's CA; the answer
 must be an ``ERROR`` frame whose ``message`` header names the problem, then the broker
-closes the connection (``docs/stomp.md``, Errors). After each, a well-behaved stomp.py
-client must still be served. Then slow, silent, non-TLS and garbage peers, and memory
-staying bounded under them (as mosquitto's ``01-bad-initial-packets``).
+closes the connection (``docs/stomp.md``, Errors) when the framing is lost or the client
+is not logged in; a well-formed request it refuses gets the ERROR and the connection goes
+on, as in ActiveMQ. After each, a well-behaved stomp.py client must still be served.
+Then slow, silent, non-TLS and garbage peers, and memory staying bounded under them (as
+mosquitto's ``01-bad-initial-packets``).
 """
 
 from __future__ import annotations
@@ -226,12 +228,14 @@ AFTER_CONNECT = [
         _SEND.encode() + b"x-pad:" + b"a" * MAX_HEADERS + b"\n\n\0",
         "headers exceed",
     ),
+]
+# Well-formed requests the broker refuses: an ERROR, and the connection goes on.
+REFUSED_AFTER_CONNECT = [
     ("ACK for an unknown id", frame("ACK", "id:7:ID:nowhere-1"), "not awaiting acknowledgement"),
     ("NACK for an unknown id", frame("NACK", "id:7:ID:nowhere-1"), "not awaiting acknowledgement"),
     ("ACK without an id", frame("ACK"), "needs an id"),
     ("SUBSCRIBE without id", frame("SUBSCRIBE", "destination:/queue/a"), "needs an id"),
     ("SEND without destination", frame("SEND", body=b"x"), "needs a destination"),
-    ("SEND to an unknown prefix", frame("SEND", "destination:/nowhere/a"), "must start with"),
     ("COMMIT of no transaction", frame("COMMIT", "transaction:tx-9"), "tx-9"),
     ("second CONNECT", CONNECT, "already connected"),
 ]
@@ -262,6 +266,28 @@ def test_bad_frame_after_login_gets_error_then_close(
     assert_serves(broker.stomp_port, broker.ca_file)
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "words"), REFUSED_AFTER_CONNECT, ids=[c[0] for c in REFUSED_AFTER_CONNECT]
+)
+def test_refused_request_after_login_gets_error_and_the_connection_goes_on(
+    broker: BrokerThread, name: str, data: bytes, words: str
+) -> None:
+    raw = Raw(broker.stomp_port, broker.ca_file)
+    try:
+        raw.send(CONNECT)
+        connected = parse(raw.read_frame())
+        raw.send(data)
+        error = parse(raw.read_frame())
+        raw.send(frame("SEND", "destination:/queue/after", "receipt:r-after", body=b"x"))
+        after = parse(raw.read_frame())
+    finally:
+        raw.close()
+    assert [f.command for f in connected + error] == ["CONNECTED", "ERROR"], name
+    assert words in error[0].headers["message"]
+    assert [(f.command, f.headers["receipt-id"]) for f in after] == [("RECEIPT", "r-after")]
+    assert_serves(broker.stomp_port, broker.ca_file)
+
+
 def test_unsupported_version_gets_error_with_the_supported_versions(broker: BrokerThread) -> None:
     frames = refused(broker, frame("CONNECT", "accept-version:2.0,3.1", f"login:{USER}"))
     assert [f.command for f in frames] == ["ERROR"]
@@ -271,7 +297,14 @@ def test_unsupported_version_gets_error_with_the_supported_versions(broker: Brok
 
 
 def test_error_frame_carries_the_receipt_of_the_refused_frame(broker: BrokerThread) -> None:
-    frames = refused(broker, frame("SEND", "receipt:r-77", body=b"x"), login=True)
+    raw = Raw(broker.stomp_port, broker.ca_file)
+    try:
+        raw.send(CONNECT)
+        raw.read_frame()
+        raw.send(frame("SEND", "receipt:r-77", body=b"x"))
+        frames = parse(raw.read_frame())
+    finally:
+        raw.close()
     assert frames[-1].command == "ERROR"
     assert frames[-1].headers["receipt-id"] == "r-77"
 

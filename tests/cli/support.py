@@ -25,6 +25,7 @@ from botocore.config import Config
 from sealmq.cli.main import main
 from tests.support import (
     PASSWORD,
+    TEST_SECURITY_TOML,
     TIMEOUT,
     USER,
     BrokerProcess,
@@ -75,6 +76,7 @@ def write_kms_config(
         f"username = {USER!r}",
         f"password = {PASSWORD!r}",
         'groups = ["admins"]',
+        TEST_SECURITY_TOML,
         "[encryption]",
         encryption,
         "[kms]",
@@ -344,5 +346,6 @@ def _read_wrapped_keys(journal: Path) -> dict[str, bytes]:
         _, _, header_len, _ = _PREAMBLE.unpack_from(data)
         body = data[_PREAMBLE.size : _PREAMBLE.size + header_len]
         fields = list(_fields(body))
-        found[path.name] = fields[-1]  # broker | segment | token | key id | context | wrapped DEK
+        # broker | segment | token | key id | context | wrapped DEK (| the chain, format 2)
+        found[path.name] = fields[5]
     return found

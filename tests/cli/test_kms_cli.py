@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sealmq.kms.ciphertext import parse_header
+from sealmq.kms.errors import KmsError
 from sealmq.kms.service import open_key_service
 from tests.cli.support import cli, cli_json, cli_process
 
@@ -297,3 +298,65 @@ def test_broker_commands_without_a_broker(data: str) -> None:
         result = cli(*args, "--data-dir", data)
         assert result.returncode == 1, args
         assert "no broker has been created" in result.stderr
+
+
+def test_verify_audit_reads_every_rotated_file(data: str, tmp_path: Path) -> None:
+    config = _config(tmp_path, data, "audit_max_bytes = 4096")
+    for _ in range(12):
+        cli_json("kms", "create-key", "--config", config)
+    verified = cli_json("kms", "verify-audit", "--config", config)
+    files = verified["Files"]
+    assert verified["Valid"] is True and verified["Lines"] == 12
+    assert len(files) >= 3 and files[0] == "kms.000001.jsonl" and files[-1] == "kms.jsonl"
+    audit = Path(data) / "audit"
+    assert all((audit / name).stat().st_size <= 4096 for name in files)
+    # An edited line in a rotated file.
+    first = audit / files[0]
+    saved = first.read_bytes()
+    first.write_bytes(saved.replace(b"CreateKey", b"CreateKez", 1))
+    result = cli("kms", "verify-audit", "--config", config)
+    assert result.returncode == 1 and "is broken at line 2" in result.stderr
+    assert f"{files[0]} line 2" in result.stderr
+    first.write_bytes(saved)
+    assert cli_json("kms", "verify-audit", "--config", config)["Valid"] is True
+    # A middle file removed.
+    (audit / files[1]).unlink()
+    result = cli("kms", "verify-audit", "--config", config)
+    # (the last rotated file: the live file's first line names it as its predecessor)
+    assert result.returncode == 1 and f"continues {files[1]}" in result.stderr
+    assert "a file was removed" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_bad_audit_max_bytes_is_refused(data: str, tmp_path: Path) -> None:
+    result = cli("kms", "list-keys", "--config", _config(tmp_path, data, "audit_max_bytes = 10"))
+    assert result.returncode != 0 and "kms.audit_max_bytes" in result.stderr
+
+
+def test_key_policies_and_descriptions_from_the_command(data: str, tmp_path: Path) -> None:
+    key = kms(data, "create-key", "--description", "first")["KeyMetadata"]["KeyId"]
+    policy = json.loads(kms(data, "get-key-policy", "--key-id", key)["Policy"])
+    account = policy["Statement"][0]["Principal"]["AWS"]
+    deny_decrypt = {
+        "Effect": "Deny",
+        "Principal": {"AWS": account},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    }
+    policy["Statement"].append(deny_decrypt)
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    put = cli(
+        "kms", "put-key-policy", "--key-id", key, "--policy", f"file://{path}", "--data-dir", data
+    )
+    assert put.returncode == 0, put.stderr
+    assert json.loads(kms(data, "get-key-policy", "--key-id", key)["Policy"]) == policy
+    with open_key_service(Path(data)) as service:
+        blob = service.call("Encrypt", {"KeyId": key, "Plaintext": b"x"})["CiphertextBlob"]
+        with pytest.raises(KmsError, match="explicit deny"):
+            service.call("Decrypt", {"CiphertextBlob": blob})
+    bad = '{"Statement": []}'
+    refused = cli("kms", "put-key-policy", "--key-id", key, "--policy", bad, "--data-dir", data)
+    assert refused.returncode == 1 and "MalformedPolicyDocumentException" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    kms(data, "update-key-description", "--key-id", key, "--description", "second")
+    assert kms(data, "describe-key", "--key-id", key)["KeyMetadata"]["Description"] == "second"

@@ -133,3 +133,47 @@ def test_no_account_id_means_one_is_generated(tmp_path: Path) -> None:
     assert load(tmp_path, "[kms]\n").kms.account_id is None  # type: ignore[attr-defined]
     settings = load(tmp_path, '[kms]\naccount_id = "000000000042"\n')
     assert settings.kms.account_id == "000000000042"  # type: ignore[attr-defined]
+
+
+def test_the_store_clients_bounds_and_the_audit_size(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        "\n".join(
+            [
+                "[encryption]",
+                'kms_endpoint = "https://kms.eu-west-1.amazonaws.com"',
+                'kms_key = "alias/orders"',
+                "kms_connect_timeout = 0.5",
+                "kms_read_timeout = 4",
+                "kms_max_attempts = 1",
+                "[kms]",
+                "audit_max_bytes = 1048576",
+            ]
+        ),
+    )
+    enc = settings.encryption  # type: ignore[attr-defined]
+    assert (enc.kms_connect_timeout, enc.kms_read_timeout, enc.kms_max_attempts) == (0.5, 4.0, 1)
+    assert settings.kms.audit_max_bytes == 1048576  # type: ignore[attr-defined]
+    defaults = load(tmp_path, "")
+    assert defaults.kms.audit_max_bytes == 64 * 1024 * 1024  # type: ignore[attr-defined]
+    found = problems(
+        tmp_path,
+        "\n".join(
+            [
+                "[encryption]",
+                'kms_endpoint = "https://x"',
+                'kms_key = "alias/x"',
+                "kms_connect_timeout = 0",
+                'kms_read_timeout = "2"',
+                "kms_max_attempts = 0",
+                "[kms]",
+                "audit_max_bytes = 100",
+            ]
+        ),
+    )
+    assert "more than 0" in found["encryption.kms_connect_timeout"]
+    assert "number of seconds" in found["encryption.kms_read_timeout"]
+    assert "between 1 and 10" in found["encryption.kms_max_attempts"]
+    assert "kms.audit_max_bytes" in found
+    found = problems(tmp_path, "[encryption]\nkms_read_timeout = 1\n")
+    assert "only used with encryption.kms_endpoint" in found["encryption.kms_read_timeout"]

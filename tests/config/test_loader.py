@@ -105,7 +105,7 @@ require_client_cert = true
 
 [[users]]
 username = "app"
-password = "secret"
+password = "app-secret-12"
 groups = ["admins", "apps"]
 
 [[users]]
@@ -118,6 +118,7 @@ max_frame_headers = 8192
 
 [store]
 segment_size = 4194304
+confirmed_sync_seconds = 0.25
 
 [encryption]
 data_key_cache_seconds = 1.5
@@ -167,12 +168,13 @@ def test_every_key(tmp_path: Path) -> None:
     assert settings.tls.require_client_cert
     assert not settings.tls.generate
     assert settings.users == (
-        UserSettings("app", "secret", frozenset({"admins", "apps"})),
+        UserSettings("app", "app-secret-12", frozenset({"admins", "apps"})),
         UserSettings("reader", "another-secret", frozenset()),
     )
     assert settings.limits.max_frame_body == 1048576
     assert settings.limits.max_frame_headers == 8192
     assert settings.store.segment_size == 4194304
+    assert settings.store.confirmed_sync_seconds == 0.25
     assert settings.encryption.data_key_cache_seconds == 1.5
     assert settings.policy.maximum_redeliveries == -1
     assert settings.policy.dead_letter_queue == "MY.DLQ"
@@ -245,6 +247,7 @@ max_frame_headers = 1.5
 
 [store]
 segment_size = 10
+confirmed_sync_seconds = -1
 
 [encryption]
 data_key_cache_seconds = 0
@@ -281,6 +284,7 @@ def test_every_problem_reported_together(tmp_path: Path) -> None:
         "tls.ciphers": "unknown key",
         "users[0].password": "must not be empty",
         "users[1].username": "duplicate of users[0].username ('app')",
+        "users[1].password": "a password needs at least 12 characters",
         "users[1].groups": "expected an array of group names",
         "users[2].username": "must be 1-100 characters",
         "users[2].password": "expected a string, got an integer",
@@ -291,6 +295,7 @@ def test_every_problem_reported_together(tmp_path: Path) -> None:
         "limits.max_frame_body": "must be between 1 and",
         "limits.max_frame_headers": "expected an integer, got a number",
         "store.segment_size": "must be between 4096 and",
+        "store.confirmed_sync_seconds": "must be between 0 and 3600 seconds",
         "encryption.data_key_cache_seconds": "must be more than 0",
         "policy.maximum_redeliveries": "must be between -1 and",
         "policy.dead_letter_queue": "without wildcards",
@@ -311,6 +316,21 @@ def test_key_without_cert_and_client_cert_without_ca(tmp_path: Path) -> None:
         "tls.cert": "required when tls.key is set (give both or neither)",
         "tls.require_client_cert": "needs tls.ca, the CA that client certificates chain to",
     }
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("eleven-char", "a password needs at least 12 characters"),
+        ("twelve:chars,=", "a password may not contain ',' ':' '='"),
+    ],
+)
+def test_configured_passwords_follow_amazon_mqs_rules(
+    tmp_path: Path, password: str, reason: str
+) -> None:
+    """The rules ``sealmq user create`` applies hold for ``[[users]]`` too: refused at start."""
+    conf = write(tmp_path, f'[[users]]\nusername = "app"\npassword = "{password}"\n')
+    assert problems(conf) == {"users[0].password": reason}
 
 
 def test_wrong_table_types(tmp_path: Path) -> None:
@@ -350,3 +370,135 @@ def test_mqtt_max_packet_size_is_bounded(tmp_path: Path) -> None:
     bad.write_text("[limits]\nmqtt_max_packet_size = 300000000\n")
     with pytest.raises(ConfigError, match=r"limits\.mqtt_max_packet_size"):
         load_settings(bad)
+
+
+def test_slow_consumer_policy(tmp_path: Path) -> None:
+    defaults = load_settings(write(tmp_path, ""), env={}).policy
+    assert defaults.pending_message_limit == 1000
+    assert defaults.slow_consumer_strategy == "discard_oldest"
+    assert defaults.max_slow_duration_ms == 30_000
+    assert defaults.write_buffer_high_water == 1024 * 1024
+    text = (
+        '[policy]\npending_message_limit = -1\nslow_consumer_strategy = "abort"\n'
+        "max_slow_duration_ms = 500\nwrite_buffer_high_water = 65536\n"
+    )
+    policy = load_settings(write(tmp_path, text), env={}).policy
+    assert (
+        policy.pending_message_limit,
+        policy.slow_consumer_strategy,
+        policy.max_slow_duration_ms,
+        policy.write_buffer_high_water,
+    ) == (-1, "abort", 500, 65536)
+    bad = (
+        '[policy]\npending_message_limit = -2\nslow_consumer_strategy = "drop"\n'
+        "max_slow_duration_ms = 0\nwrite_buffer_high_water = 10\n"
+    )
+    found = problems(write(tmp_path, bad))
+    assert found["policy.pending_message_limit"].startswith("must be between -1 and")
+    assert found["policy.slow_consumer_strategy"] == "must be one of discard_oldest, abort"
+    assert found["policy.max_slow_duration_ms"].startswith("must be between 1 and")
+    assert found["policy.write_buffer_high_water"].startswith("must be between 4096 and")
+
+
+def test_memory_limit_per_destination(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), env={}).policy.memory_limit == 32 * 1024 * 1024
+    text = (
+        "[policy]\nmemory_limit = 1048576\n"
+        '[[policy.destinations]]\ndestination = "queue://big.>"\nmemory_limit = 268435456\n'
+    )
+    policy = load_settings(write(tmp_path, text), env={}).policy
+    assert policy.memory_limit == 1024 * 1024
+    assert dict(policy.destinations[0].overrides) == {"memory_limit": 256 * 1024 * 1024}
+    found = problems(write(tmp_path, "[policy]\nmemory_limit = 100\n"))
+    assert found["policy.memory_limit"].startswith("must be between 65536 and")
+
+
+def test_prelogin_limits_and_deadlines_load_with_their_defaults(tmp_path: Path) -> None:
+    defaults = load_settings(write(tmp_path, "[limits]\n"), env={}).limits
+    assert defaults.max_connect_frame == 64 * 1024
+    assert defaults.login_timeout == 10.0
+    assert defaults.frame_read_timeout == 60.0
+    text = "[limits]\nmax_connect_frame = 4096\nlogin_timeout = 2.5\nframe_read_timeout = 30\n"
+    limits = load_settings(write(tmp_path, text), env={}).limits
+    assert limits.max_connect_frame == 4096
+    assert limits.login_timeout == 2.5
+    assert limits.frame_read_timeout == 30.0
+    assert isinstance(limits.frame_read_timeout, float)
+
+
+def test_prelogin_limits_and_deadlines_are_checked_all_at_once(tmp_path: Path) -> None:
+    text = (
+        "[limits]\nmax_connect_frame = 100\nlogin_timeout = 0\n"
+        'frame_read_timeout = "60"\nlogin_timeoutt = 1\n'
+    )
+    found = problems(write(tmp_path, text))
+    assert found["limits.max_connect_frame"].startswith("must be between 512 and")
+    assert found["limits.login_timeout"] == ("must be more than 0 and at most 3600 seconds, got 0")
+    assert found["limits.frame_read_timeout"] == "expected a number of seconds, got a string"
+    assert "limits.login_timeoutt" in found
+    nan = problems(write(tmp_path, "[limits]\nframe_read_timeout = nan\n"))
+    assert "limits.frame_read_timeout" in nan
+
+
+def test_per_destination_policy_entries(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[policy]
+maximum_redeliveries = 5
+dead_letter_strategy = "individual"
+
+[[policy.destinations]]
+destination = "queue://orders.>"
+maximum_redeliveries = 2
+dead_letter_strategy = "shared"
+dead_letter_queue = "ORDERS.DLQ"
+
+[[policy.destinations]]
+destination = "topic://prices.*"
+pending_message_limit = 10
+""",
+    )
+    policy = load_settings(path, env={}).policy
+    assert policy.maximum_redeliveries == 5
+    assert policy.dead_letter_strategy == "individual"
+    first, second = policy.destinations
+    assert first.destination == "queue://orders.>"
+    assert dict(first.overrides) == {
+        "maximum_redeliveries": 2,
+        "dead_letter_strategy": "shared",
+        "dead_letter_queue": "ORDERS.DLQ",
+    }
+    assert (second.destination, dict(second.overrides)) == (
+        "topic://prices.*",
+        {"pending_message_limit": 10},
+    )
+
+
+def test_per_destination_policy_problems_are_reported_with_their_entry(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[policy.destinations]]
+destination = "orders"
+
+[[policy.destinations]]
+destination = "queue://a.>.b"
+slow_consumer_strategy = "abort"
+
+[[policy.destinations]]
+maximum_redeliveries = -2
+dead_letter_strategy = "nearest"
+
+[[policy.destinations]]
+destination = "topic://a*"
+""",
+    )
+    found = problems(path)
+    assert "must start with queue:// or topic://" in found["policy.destinations[0].destination"]
+    assert "'>' may only be the last segment" in found["policy.destinations[1].destination"]
+    assert "unknown key" in found["policy.destinations[1].slow_consumer_strategy"]
+    assert "missing" in found["policy.destinations[2].destination"]
+    assert "between -1 and" in found["policy.destinations[2].maximum_redeliveries"]
+    assert "shared" in found["policy.destinations[2].dead_letter_strategy"]
+    assert "whole segments" in found["policy.destinations[3].destination"]

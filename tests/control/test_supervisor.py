@@ -12,6 +12,7 @@ from sealmq.control.keys import KeyAccessError
 from sealmq.control.state import ACTION_INVALID_KMS_KEY, read_status
 from sealmq.control.supervisor import BrokerNotServingError, Supervisor
 from sealmq.store.errors import KeyUnavailableError
+from tests.support import TIMEOUT
 
 INTERVAL = 0.02
 
@@ -61,7 +62,7 @@ def make(tmp_path: Path, world: World) -> Supervisor:
     )
 
 
-async def wait_for(predicate: object, timeout: float = 5.0) -> None:
+async def wait_for(predicate: object, timeout: float = TIMEOUT) -> None:
     async def loop() -> None:
         while not predicate():  # type: ignore[operator]
             await asyncio.sleep(0.005)

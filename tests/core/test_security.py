@@ -230,3 +230,52 @@ def test_record_repr_hides_hash_and_create_rejects_empty(records: list[UserRecor
     with pytest.raises(ValueError):
         UserRecord.create("u", "")
     assert hash(Principal("a", frozenset({"g"}))) == hash(Principal("a", frozenset({"g"})))
+
+
+def test_anonymous_access_answers_clients_without_credentials_only() -> None:
+    from sealmq.core.security import ANONYMOUS
+
+    record = UserRecord.create("u", "a-long-password", hasher=FAST)
+    closed = Authenticator([record])
+    opened = Authenticator([record], anonymous=True)
+    try:
+        for credentials in ((None, None), ("", ""), ("", None)):
+            assert closed.authenticate(*credentials) is None
+            assert opened.authenticate(*credentials) == ANONYMOUS
+        assert ANONYMOUS.username == "anonymous" and ANONYMOUS.groups == {"anonymous"}
+        # A wrong or partial login is never anonymous.
+        assert opened.authenticate("u", "wrong") is None
+        assert opened.authenticate("u", None) is None
+        assert opened.authenticate(None, "pw") is None
+        assert opened.authenticate("u", "a-long-password") == record.principal()
+    finally:
+        closed.close()
+        opened.close()
+
+
+@pytest.mark.asyncio
+async def test_a_listed_certificate_logs_in_without_a_password() -> None:
+    from sealmq.core.security import PeerCertificate, Principal
+
+    app = Principal("app", frozenset({"apps"}))
+    device = Principal("device-1", frozenset({"devices"}))
+    record = UserRecord.create("u", "a-long-password", hasher=FAST)
+    authenticator = Authenticator(
+        [record], certificates={"subject:CN=app,O=Ex": app, "san:DNS:d1.example": device}
+    )
+
+    def cert(subject: str, *sans: str) -> PeerCertificate:
+        return PeerCertificate(subject, "CN=ca", "01", "ab", sans)
+
+    try:
+        assert await authenticator.authenticate_async(None, None, cert("CN=app,O=Ex")) == app
+        assert await authenticator.authenticate_async("app", "", cert("CN=app,O=Ex")) == app
+        found = await authenticator.authenticate_async(None, None, cert("CN=x", "DNS:d1.example"))
+        assert found == device
+        # Unlisted, or naming another user: a password login as usual.
+        assert await authenticator.authenticate_async(None, None, cert("CN=other")) is None
+        other = await authenticator.authenticate_async("u", "a-long-password", cert("CN=app,O=Ex"))
+        assert other == record.principal()
+        assert await authenticator.authenticate_async("u", "wrong", cert("CN=app,O=Ex")) is None
+    finally:
+        authenticator.close()

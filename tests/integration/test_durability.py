@@ -45,6 +45,7 @@ def consume(
     return conn, got, got.take(n)
 
 
+@pytest.mark.slow
 def test_confirmed_queue_messages_survive_kill9_exactly_once_in_order(
     processes: ProcessBrokers,
 ) -> None:
@@ -63,6 +64,7 @@ def test_confirmed_queue_messages_survive_kill9_exactly_once_in_order(
     assert got.nothing_more(), "a message was served twice"
 
 
+@pytest.mark.slow
 def test_durable_topic_subscription_keeps_confirmed_messages_across_kill9(
     processes: ProcessBrokers,
 ) -> None:
@@ -91,6 +93,7 @@ def test_durable_topic_subscription_keeps_confirmed_messages_across_kill9(
     assert got.nothing_more(), "a message was served twice, or one sent before subscribing"
 
 
+@pytest.mark.slow
 def test_only_committed_transactions_survive_kill9(processes: ProcessBrokers) -> None:
     broker = processes.new().start()
     conn, got = connect(broker)
@@ -154,6 +157,7 @@ def test_acknowledged_messages_do_not_come_back_after_kill9(processes: ProcessBr
     assert got.nothing_more(wait=1.0), "an acknowledged message came back"
 
 
+@pytest.mark.slow
 def test_sigterm_exits_0_after_telling_clients_and_the_restart_serves_everything(
     processes: ProcessBrokers,
 ) -> None:

@@ -167,6 +167,7 @@ def test_delete_shreds_so_an_earlier_copy_of_the_journal_is_unreadable(
     assert trail.count('"eventName":"DestroyBrokerKey"') == 1
 
 
+@pytest.mark.slow
 def test_delete_is_refused_while_the_broker_runs_and_keeps_an_inner_key_service(
     tmp_path: Path,
 ) -> None:

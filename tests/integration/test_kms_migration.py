@@ -1,10 +1,11 @@
 """Data folders made before the key service keep working, as brokers created with "owned".
 
-Such a folder has ``broker.id``, ``keys/keystore.sealed`` (LocalKeyService's one
-service-owned key), a journal and ``users.sealed`` whose data keys that key
-wrapped. At its first start the key service migrates the keystore, the broker
-gets a record (kind ``owned``) and a per-broker key, re-seals its user list and
-rotates its data keys once so that nothing live stays under the old wrapping.
+Such a folder has ``broker.id``, ``keys/keystore.sealed`` (the older one-key
+service's key, written by ``tests.kms.legacy``), a journal and ``users.sealed``
+whose data keys that key wrapped. At its first start the key service migrates the
+keystore, the broker gets a record (kind ``owned``) and a per-broker key, re-seals
+its user list and rotates its data keys once so that nothing live stays under the
+old wrapping.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from sealmq.control.keys import BrokerKeyError, load_record
 from sealmq.core.model import BodyKind, Destination, Message
 from sealmq.core.ports import AddMessage
 from sealmq.core.security import Authenticator, UserRecord, hash_password
-from sealmq.kms.local import LocalKeyService
 from sealmq.store.filestore import FileStore
 from sealmq.store.sealed import write_sealed
 from tests.cli.support import segment_wrapped_keys
+from tests.kms.legacy import LegacyKeys
 from tests.support import TIMEOUT, BrokerThread, make_settings, stomp_connect, wait_until
 
 LEGACY_ID = "b-0123456789abcdef"
@@ -34,7 +35,7 @@ def _legacy_folder(data_dir: Path, count: int) -> str:
     """A data folder as the previous version left it; returns the old key's id."""
     data_dir.mkdir(mode=0o700)
     (data_dir / "broker.id").write_text(LEGACY_ID + "\n")
-    keys = LocalKeyService(data_dir / "keys")
+    keys = LegacyKeys(data_dir / "keys")
     users = Authenticator([UserRecord("old", hash_password("old-password"), frozenset())])
     write_sealed(
         data_dir / "users.sealed",
@@ -81,6 +82,7 @@ def _segment_key_ids(journal: Path) -> set[str]:
     return ids
 
 
+@pytest.mark.slow
 def test_a_folder_from_before_the_key_service_migrates(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     old_key = _legacy_folder(data_dir, 3)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sealmq.kms.audit import verify_audit
 from sealmq.kms.service import open_key_service
 from tests.support import TIMEOUT
@@ -49,6 +51,7 @@ def test_two_services_on_one_folder_see_each_others_changes(tmp_path: Path) -> N
     assert verify_audit(tmp_path / "audit" / "kms.jsonl") == (True, None, "")
 
 
+@pytest.mark.slow
 def test_processes_creating_keys_at_once_lose_nothing(tmp_path: Path) -> None:
     open_key_service(tmp_path).close()  # created once, so both children open the same account
     count = 15

@@ -2,7 +2,8 @@
 topic aliases, flow and size limits, DISCONNECT both ways, AUTH.
 
 paho-mqtt 2.x (MQTTv5) for what an application sees; ``RawMqtt`` where the exact
-packet matters (reason codes and strings, aliases on the wire).
+packet matters (reason codes and strings, aliases on the wire). Most tests share one
+broker (``shared_mqtt``), each on topics and client ids of its own.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def take_from_any(clients: list[PahoClient], n: int) -> list[list[bytes]]:
 # ----------------------------------------------------------------- message properties
 
 
-def test_message_properties_reach_the_subscriber(mqtt: MqttClients) -> None:
-    subscriber = mqtt.paho(client_id="props")
+def test_message_properties_reach_the_subscriber(shared_mqtt: MqttClients) -> None:
+    subscriber = shared_mqtt.paho(client_id="props")
     assert subscriber.subscribe("props/t", 1) == [1]
     props = publish_props(
         ContentType="application/json",
@@ -81,7 +82,7 @@ def test_message_properties_reach_the_subscriber(mqtt: MqttClients) -> None:
         PayloadFormatIndicator=1,
         MessageExpiryInterval=3600,
     )
-    mqtt.paho().publish("props/t", b'{"a": 1}', 1, properties=props)
+    shared_mqtt.paho().publish("props/t", b'{"a": 1}', 1, properties=props)
     message = subscriber.get()
     got = message.properties
     assert message.payload == b'{"a": 1}'
@@ -93,31 +94,31 @@ def test_message_properties_reach_the_subscriber(mqtt: MqttClients) -> None:
     assert 3590 <= got.MessageExpiryInterval <= 3600  # what is left of it
 
 
-def test_no_properties_in_means_none_out(mqtt: MqttClients) -> None:
-    subscriber = raw_client(mqtt, "bare")
+def test_no_properties_in_means_none_out(shared_mqtt: MqttClients) -> None:
+    subscriber = raw_client(shared_mqtt, "bare")
     subscriber.send(Subscribe(1, (Subscription("bare/t", 1),)))
     subscriber.expect(Suback)
-    mqtt.paho().publish("bare/t", b"plain", 1)
+    shared_mqtt.paho().publish("bare/t", b"plain", 1)
     message = subscriber.expect(Publish)
     assert message.properties == Properties()
 
 
-def test_an_expired_message_is_not_delivered(mqtt: MqttClients) -> None:
+def test_an_expired_message_is_not_delivered(shared_mqtt: MqttClients) -> None:
     kept = {
         "client_id": "slow-reader",
         "clean": False,
         "properties": paho_properties("CONNECT", SessionExpiryInterval=300),
     }
-    reader = mqtt.paho(**kept)
+    reader = shared_mqtt.paho(**kept)
     assert reader.subscribe("expiry/t", 1) == [1]
     reader.disconnect()
-    publisher = mqtt.paho()
+    publisher = shared_mqtt.paho()
     publisher.publish(
         "expiry/t", b"short-lived", 1, properties=publish_props(MessageExpiryInterval=1)
     )
     publisher.publish("expiry/t", b"lasting", 1)
     time.sleep(1.2)  # the expiry interval itself is what is tested
-    reader = mqtt.paho(**kept)
+    reader = shared_mqtt.paho(**kept)
     assert reader.get().payload == b"lasting"
     assert reader.nothing_more()
 
@@ -125,34 +126,34 @@ def test_an_expired_message_is_not_delivered(mqtt: MqttClients) -> None:
 # ----------------------------------------------------------------- subscriptions
 
 
-def test_subscription_identifiers_name_the_matching_subscriptions(mqtt: MqttClients) -> None:
-    client = mqtt.paho(client_id="sub-ids")
+def test_subscription_identifiers_name_the_matching_subscriptions(shared_mqtt: MqttClients) -> None:
+    client = shared_mqtt.paho(client_id="sub-ids")
     ids = {"ids/#": 7, "ids/a": 300_000}
     for topic_filter, identifier in ids.items():
         props = paho_properties("SUBSCRIBE", SubscriptionIdentifier=identifier)
         assert client.subscribe(topic_filter, 1, properties=props) == [1]
-    mqtt.paho().publish("ids/a", b"x", 1)
-    mqtt.paho().publish("ids/b", b"y", 1)
+    shared_mqtt.paho().publish("ids/a", b"x", 1)
+    shared_mqtt.paho().publish("ids/b", b"y", 1)
     got = sorted((m.payload, tuple(m.properties.SubscriptionIdentifier)) for m in client.take(3))
     assert got == [(b"x", (7,)), (b"x", (300_000,)), (b"y", (7,))]
 
 
-def test_no_local_skips_the_clients_own_messages(mqtt: MqttClients) -> None:
-    chatty = mqtt.paho(client_id="chatty")
+def test_no_local_skips_the_clients_own_messages(shared_mqtt: MqttClients) -> None:
+    chatty = shared_mqtt.paho(client_id="chatty")
     options = SubscribeOptions(qos=1, noLocal=True)
     assert chatty.subscribe("chat/room", options=options) == [1]
     chatty.publish("chat/room", b"from me", 1)
-    mqtt.paho().publish("chat/room", b"from someone else", 1)
+    shared_mqtt.paho().publish("chat/room", b"from someone else", 1)
     assert chatty.get().payload == b"from someone else"
     assert chatty.nothing_more()
 
 
-def test_retain_as_published_keeps_the_flag_on_live_messages(mqtt: MqttClients) -> None:
-    keeps = mqtt.paho(client_id="keeps")
+def test_retain_as_published_keeps_the_flag_on_live_messages(shared_mqtt: MqttClients) -> None:
+    keeps = shared_mqtt.paho(client_id="keeps")
     assert keeps.subscribe("rap/t", options=SubscribeOptions(qos=1, retainAsPublished=True)) == [1]
-    clears = mqtt.paho(client_id="clears")
+    clears = shared_mqtt.paho(client_id="clears")
     assert clears.subscribe("rap/t", options=SubscribeOptions(qos=1)) == [1]
-    mqtt.paho().publish("rap/t", b"state", 1, retain=True)
+    shared_mqtt.paho().publish("rap/t", b"state", 1, retain=True)
     assert keeps.get().retain is True
     assert clears.get().retain is False
 
@@ -166,9 +167,11 @@ def test_retain_as_published_keeps_the_flag_on_live_messages(mqtt: MqttClients) 
     ],
     ids=["0-always", "1-if-new", "2-never"],
 )
-def test_retain_handling(mqtt: MqttClients, handling: int, on_first: bool, on_again: bool) -> None:
-    mqtt.paho().publish("rh/t", b"retained", 1, retain=True)
-    client = mqtt.paho(client_id="rh")
+def test_retain_handling(
+    shared_mqtt: MqttClients, handling: int, on_first: bool, on_again: bool
+) -> None:
+    shared_mqtt.paho().publish("rh/t", b"retained", 1, retain=True)
+    client = shared_mqtt.paho(client_id="rh")
     options = SubscribeOptions(qos=1, retainHandling=handling)
     for wanted in (on_first, on_again):
         assert client.subscribe("rh/t", options=options) == [1]
@@ -178,16 +181,16 @@ def test_retain_handling(mqtt: MqttClients, handling: int, on_first: bool, on_ag
         assert client.nothing_more()
 
 
-def test_shared_subscription_spreads_messages_over_its_members(mqtt: MqttClients) -> None:
-    members = [mqtt.paho(client_id=f"worker-{i}") for i in range(2)]
+def test_shared_subscription_spreads_messages_over_its_members(shared_mqtt: MqttClients) -> None:
+    members = [shared_mqtt.paho(client_id=f"worker-{i}") for i in range(2)]
     for member in members:
         assert member.subscribe("$share/workers/jobs/#", 1) == [1]
-    other_group = mqtt.paho(client_id="auditor")
+    other_group = shared_mqtt.paho(client_id="auditor")
     assert other_group.subscribe("$share/audit/jobs/#", 1) == [1]
-    everyone = mqtt.paho(client_id="everyone")
+    everyone = shared_mqtt.paho(client_id="everyone")
     assert everyone.subscribe("jobs/#", 1) == [1]
 
-    publisher = mqtt.paho()
+    publisher = shared_mqtt.paho()
     jobs = [f"job-{i}".encode() for i in range(10)]
     for job in jobs:
         publisher.publish("jobs/new", job, 1)
@@ -200,15 +203,15 @@ def test_shared_subscription_spreads_messages_over_its_members(mqtt: MqttClients
     assert all(member.nothing_more() for member in members)
 
 
-def test_shared_subscription_gets_no_retained_messages(mqtt: MqttClients) -> None:
-    mqtt.paho().publish("sr/t", b"retained", 1, retain=True)
-    member = mqtt.paho(client_id="member")
+def test_shared_subscription_gets_no_retained_messages(shared_mqtt: MqttClients) -> None:
+    shared_mqtt.paho().publish("sr/t", b"retained", 1, retain=True)
+    member = shared_mqtt.paho(client_id="member")
     assert member.subscribe("$share/g/sr/t", 1) == [1]
     assert member.nothing_more()
 
 
-def test_shared_subscription_filter_without_a_group_is_refused(mqtt: MqttClients) -> None:
-    raw = raw_client(mqtt)
+def test_shared_subscription_filter_without_a_group_is_refused(shared_mqtt: MqttClients) -> None:
+    raw = raw_client(shared_mqtt)
     raw.send(Subscribe(1, (Subscription("$share/g", 1),)))
     closing = raw.read_until_closed()
     assert [p.reason_code for p in closing if isinstance(p, Disconnect)] == [0x81]
@@ -217,10 +220,10 @@ def test_shared_subscription_filter_without_a_group_is_refused(mqtt: MqttClients
 # ----------------------------------------------------------------- topic aliases
 
 
-def test_topic_aliases_from_the_client(mqtt: MqttClients) -> None:
-    subscriber = mqtt.paho(client_id="alias-in")
+def test_topic_aliases_from_the_client(shared_mqtt: MqttClients) -> None:
+    subscriber = shared_mqtt.paho(client_id="alias-in")
     assert subscriber.subscribe("alias/#", 1) == [1]
-    publisher = mqtt.paho(client_id="aliaser")
+    publisher = shared_mqtt.paho(client_id="aliaser")
     publisher.publish("alias/long/topic/name", b"1", 1, properties=publish_props(TopicAlias=3))
     publisher.publish("", b"2", 1, properties=publish_props(TopicAlias=3))
     publisher.publish("alias/other", b"3", 1, properties=publish_props(TopicAlias=3))  # remapped
@@ -238,19 +241,21 @@ def test_topic_aliases_from_the_client(mqtt: MqttClients) -> None:
     [("", 5, 0x82), ("alias/t", 0, 0x94), ("alias/t", 65, 0x94)],
     ids=["unknown alias", "alias 0", "above the maximum"],
 )
-def test_bad_topic_alias_is_refused(mqtt: MqttClients, topic: str, alias: int, code: int) -> None:
-    raw = raw_client(mqtt)
+def test_bad_topic_alias_is_refused(
+    shared_mqtt: MqttClients, topic: str, alias: int, code: int
+) -> None:
+    raw = raw_client(shared_mqtt)
     raw.send(Publish(topic, b"x", 1, packet_id=1, properties=Properties(topic_alias=alias)))
     closing = raw.read_until_closed()
     assert [p.reason_code for p in closing if isinstance(p, Disconnect)] == [code]
 
 
-def test_topic_aliases_to_the_client(mqtt: MqttClients) -> None:
-    subscriber = mqtt.paho(
+def test_topic_aliases_to_the_client(shared_mqtt: MqttClients) -> None:
+    subscriber = shared_mqtt.paho(
         client_id="alias-out", properties=paho_properties("CONNECT", TopicAliasMaximum=1)
     )
     assert subscriber.subscribe("out/#", 1) == [1]
-    publisher = mqtt.paho()
+    publisher = shared_mqtt.paho()
     for topic in ("out/a", "out/a", "out/b", "out/a"):
         publisher.publish(topic, topic, 1)
     got = [
@@ -266,24 +271,26 @@ def test_topic_aliases_to_the_client(mqtt: MqttClients) -> None:
     ]
 
 
-def test_no_topic_aliases_to_a_client_that_allows_none(mqtt: MqttClients) -> None:
-    subscriber = raw_client(mqtt, "no-alias")
+def test_no_topic_aliases_to_a_client_that_allows_none(shared_mqtt: MqttClients) -> None:
+    subscriber = raw_client(shared_mqtt, "no-alias")
     subscriber.send(Subscribe(1, (Subscription("na/#", 0),)))
     subscriber.expect(Suback)
     for _ in range(3):
-        mqtt.paho().publish("na/t", b"x", 0)
+        shared_mqtt.paho().publish("na/t", b"x", 0)
     assert all(subscriber.expect(Publish).topic == "na/t" for _ in range(3))
 
 
 # ----------------------------------------------------------------- sizes
 
 
-def test_messages_over_the_clients_maximum_packet_size_are_dropped(mqtt: MqttClients) -> None:
-    small = mqtt.paho(
+def test_messages_over_the_clients_maximum_packet_size_are_dropped(
+    shared_mqtt: MqttClients,
+) -> None:
+    small = shared_mqtt.paho(
         client_id="small", properties=paho_properties("CONNECT", MaximumPacketSize=256)
     )
     assert small.subscribe("size/#", 1) == [1]
-    publisher = mqtt.paho()
+    publisher = shared_mqtt.paho()
     publisher.publish("size/t", b"b" * 1000, 1)
     publisher.publish("size/t", b"fits", 1)
     assert small.get().payload == b"fits"
@@ -321,8 +328,8 @@ def test_packets_over_the_configured_maximum_are_refused(tmp_path: Path) -> None
 # ----------------------------------------------------------------- reason codes
 
 
-def test_acks_carry_reason_codes_and_reason_strings(mqtt: MqttClients) -> None:
-    raw = raw_client(mqtt, "reasons")
+def test_acks_carry_reason_codes_and_reason_strings(shared_mqtt: MqttClients) -> None:
+    raw = raw_client(shared_mqtt, "reasons")
     raw.send(Subscribe(1, (Subscription("ok/#", 1), Subscription("bad/*/level", 1))))
     suback = raw.expect(Suback)
     assert suback.reason_codes == (1, 0x8F)  # topic filter invalid: "*" is a core wildcard
@@ -340,14 +347,14 @@ def test_acks_carry_reason_codes_and_reason_strings(mqtt: MqttClients) -> None:
     assert (pubrec.packet_id, pubrec.reason_code) == (4, 0x90)
 
     raw.send(Publish("ok/t", b"x", 1, packet_id=5))
-    assert raw.expect(Puback) == Puback(5)  # success: the short form
+    assert raw.expect(Puback) == Puback(5, 0x10)  # accepted; ok/# was unsubscribed
     assert raw.nothing_more()
 
 
 def test_no_reason_strings_when_the_client_asks_for_no_problem_information(
-    mqtt: MqttClients,
+    shared_mqtt: MqttClients,
 ) -> None:
-    raw = raw_client(mqtt, "quiet", request_problem_information=0)
+    raw = raw_client(shared_mqtt, "quiet", request_problem_information=0)
     raw.send(Subscribe(1, (Subscription("bad/*", 1),)))
     suback = raw.expect(Suback)
     assert (suback.reason_codes, suback.properties) == ((0x8F,), Properties())
@@ -378,8 +385,8 @@ def test_server_shutdown_is_announced_with_its_reason(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- AUTH
 
 
-def test_an_authentication_method_is_refused_with_a_reason_code(mqtt: MqttClients) -> None:
-    raw = mqtt.raw(5)
+def test_an_authentication_method_is_refused_with_a_reason_code(shared_mqtt: MqttClients) -> None:
+    raw = shared_mqtt.raw(5)
     props = Properties(authentication_method="SCRAM-SHA-256", authentication_data=b"client-first")
     raw.send(Connect(5, True, 60, "scram", None, USER, PASSWORD.encode(), props))
     connack = raw.recv()
@@ -387,10 +394,10 @@ def test_an_authentication_method_is_refused_with_a_reason_code(mqtt: MqttClient
     assert raw.read_until_closed() == []
 
 
-def test_auth_packet_without_an_exchange_is_a_protocol_error(mqtt: MqttClients) -> None:
-    raw = raw_client(mqtt, "auth")
+def test_auth_packet_without_an_exchange_is_a_protocol_error(shared_mqtt: MqttClients) -> None:
+    raw = raw_client(shared_mqtt, "auth")
     raw.send(Auth(0x19, Properties(authentication_method="SCRAM-SHA-256")))
     closing = raw.read_until_closed()
     assert [p.reason_code for p in closing if isinstance(p, Disconnect)] == [0x82]
     # Others are unaffected.
-    assert raw_client(mqtt, "after-auth").nothing_more()
+    assert raw_client(shared_mqtt, "after-auth").nothing_more()

@@ -1,4 +1,8 @@
-"""STOMP features through stomp.py over TLS against a broker on a free port."""
+"""STOMP features through stomp.py over TLS against a broker on a free port.
+
+The tests share one broker (``shared_broker``): each uses queues, client ids and
+durable subscriptions of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 import pytest
 import stomp
 
+from sealmq.adapters.stomp import HEARTBEAT_GRACE, MIN_HEARTBEAT_MS
 from tests.support import PASSWORD, TIMEOUT, USER, BrokerThread, stomp_connect, wait_until
 
 
@@ -15,27 +20,31 @@ def connect(broker: BrokerThread, **kw: object) -> tuple[stomp.Connection, objec
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
-def test_send_and_receive_on_a_queue_each_version(broker: BrokerThread, version: str) -> None:
-    conn, got = connect(broker, version=version)
-    conn.subscribe("/queue/greetings", id="s1", ack="auto")
-    conn.send("/queue/greetings", "hello", headers={"persistent": "true"})
+def test_send_and_receive_on_a_queue_each_version(
+    shared_broker: BrokerThread, version: str, unique: str
+) -> None:
+    conn, got = connect(shared_broker, version=version)
+    conn.subscribe(f"/queue/greetings.{unique}", id="s1", ack="auto")
+    conn.send(f"/queue/greetings.{unique}", "hello", headers={"persistent": "true"})
     frame = got.get()
     assert frame.body == "hello"
-    assert frame.headers["destination"] == "/queue/greetings"
+    assert frame.headers["destination"] == f"/queue/greetings.{unique}"
     assert frame.headers["persistent"] == "true"
     assert frame.headers["message-id"].startswith("ID:")
     conn.disconnect()
 
 
-def test_negotiates_highest_common_version(broker: BrokerThread) -> None:
-    conn, got = connect(broker, version="1.1")
+def test_negotiates_highest_common_version(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker, version="1.1")
     assert got.connected[0].headers["version"] == "1.1"
     conn.disconnect()
 
 
-def test_wrong_password_gets_error_and_close(broker: BrokerThread) -> None:
-    conn = stomp.Connection12([("127.0.0.1", broker.stomp_port)])
-    conn.set_ssl(for_hosts=[("127.0.0.1", broker.stomp_port)], ca_certs=str(broker.ca_file))
+def test_wrong_password_gets_error_and_close(shared_broker: BrokerThread) -> None:
+    conn = stomp.Connection12([("127.0.0.1", shared_broker.stomp_port)])
+    conn.set_ssl(
+        for_hosts=[("127.0.0.1", shared_broker.stomp_port)], ca_certs=str(shared_broker.ca_file)
+    )
     from tests.support import Collector
 
     got = Collector()
@@ -46,8 +55,8 @@ def test_wrong_password_gets_error_and_close(broker: BrokerThread) -> None:
     assert "Authentication failed" in error.headers["message"]
 
 
-def test_receipts_and_disconnect_receipt(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_receipts_and_disconnect_receipt(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.send("/queue/r", "x", headers={"persistent": "true"}, receipt="r-1")
     conn.subscribe("/queue/r", id="s", ack="auto", receipt="r-2")
     wait_until(lambda: {"r-1", "r-2"} <= set(got.receipts), what="receipts")
@@ -55,8 +64,8 @@ def test_receipts_and_disconnect_receipt(broker: BrokerThread) -> None:
     assert "bye" in got.receipts
 
 
-def test_topic_fan_out_with_wildcards(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_topic_fan_out_with_wildcards(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.subscribe("/topic/prices.>", id="all", ack="auto")
     conn.subscribe("/topic/prices.*.eur", id="eur", ack="auto")
     conn.subscribe("/topic/other", id="other", ack="auto", receipt="subs")
@@ -69,9 +78,9 @@ def test_topic_fan_out_with_wildcards(broker: BrokerThread) -> None:
     conn.disconnect()
 
 
-def test_competing_consumers_share_a_queue(broker: BrokerThread) -> None:
-    a, got_a = connect(broker)
-    b, got_b = connect(broker)
+def test_competing_consumers_share_a_queue(shared_broker: BrokerThread) -> None:
+    a, got_a = connect(shared_broker)
+    b, got_b = connect(shared_broker)
     a.subscribe(
         "/queue/work", id="a", ack="client-individual", headers={"activemq.prefetchSize": "1"}
     )
@@ -83,7 +92,7 @@ def test_competing_consumers_share_a_queue(broker: BrokerThread) -> None:
         receipt="sb",
     )
     wait_until(lambda: "sb" in got_b.receipts)
-    producer, _ = connect(broker)
+    producer, _ = connect(shared_broker)
     for i in range(4):
         producer.send("/queue/work", f"job-{i}")
     first_a, first_b = got_a.get(), got_b.get()
@@ -98,15 +107,15 @@ def test_competing_consumers_share_a_queue(broker: BrokerThread) -> None:
         conn.disconnect()
 
 
-def test_client_ack_is_cumulative_and_unacked_are_redelivered(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_client_ack_is_cumulative_and_unacked_are_redelivered(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.subscribe("/queue/cum", id="s", ack="client")
     for i in range(3):
         conn.send("/queue/cum", f"m{i}")
     frames = got.take(3)
     conn.ack(frames[1].headers["ack"])  # covers m0 and m1
     conn.disconnect()
-    again, got2 = connect(broker)
+    again, got2 = connect(shared_broker)
     again.subscribe("/queue/cum", id="s", ack="auto")
     frame = got2.get()
     assert frame.body == "m2"
@@ -115,8 +124,8 @@ def test_client_ack_is_cumulative_and_unacked_are_redelivered(broker: BrokerThre
     again.disconnect()
 
 
-def test_nack_redelivers_then_dead_letters(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_nack_redelivers_then_dead_letters(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.subscribe("/queue/poison", id="s", ack="client-individual")
     conn.send("/queue/poison", "bad", headers={"persistent": "true"})
     for _ in range(7):  # the first delivery and 6 redeliveries
@@ -131,8 +140,8 @@ def test_nack_redelivers_then_dead_letters(broker: BrokerThread) -> None:
     conn.disconnect()
 
 
-def test_transactions_commit_and_abort(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_transactions_commit_and_abort(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.subscribe("/queue/tx", id="s", ack="auto", receipt="sub")
     wait_until(lambda: "sub" in got.receipts)
     conn.begin("t1")
@@ -147,8 +156,8 @@ def test_transactions_commit_and_abort(broker: BrokerThread) -> None:
     conn.disconnect()
 
 
-def test_acks_in_an_aborted_transaction_are_redelivered(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_acks_in_an_aborted_transaction_are_redelivered(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.subscribe("/queue/txack", id="s", ack="client-individual")
     conn.send("/queue/txack", "m")
     frame = got.get()
@@ -160,8 +169,8 @@ def test_acks_in_an_aborted_transaction_are_redelivered(broker: BrokerThread) ->
     conn.disconnect()
 
 
-def test_priority_and_expiry(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_priority_and_expiry(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     now_ms = int(time.time() * 1000)
     conn.send("/queue/prio", "low", headers={"priority": "1"})
     conn.send("/queue/prio", "gone", headers={"expires": str(now_ms - 1)})
@@ -173,8 +182,8 @@ def test_priority_and_expiry(broker: BrokerThread) -> None:
     conn.disconnect()
 
 
-def test_headers_travel_as_properties_and_jms_fields(broker: BrokerThread) -> None:
-    conn, got = connect(broker)
+def test_headers_travel_as_properties_and_jms_fields(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker)
     conn.subscribe("/queue/props", id="s", ack="auto")
     conn.send(
         "/queue/props",
@@ -194,8 +203,8 @@ def test_headers_travel_as_properties_and_jms_fields(broker: BrokerThread) -> No
     conn.disconnect()
 
 
-def test_binary_body_with_nul_bytes(broker: BrokerThread) -> None:
-    conn, got = connect(broker, auto_decode=False)
+def test_binary_body_with_nul_bytes(shared_broker: BrokerThread) -> None:
+    conn, got = connect(shared_broker, auto_decode=False)
     conn.subscribe("/queue/bin", id="s", ack="auto")
     body = bytes(range(256)) * 4
     conn.send("/queue/bin", body, content_type="application/octet-stream")
@@ -205,9 +214,9 @@ def test_binary_body_with_nul_bytes(broker: BrokerThread) -> None:
     conn.disconnect()
 
 
-def test_temp_queue_request_reply(broker: BrokerThread) -> None:
-    requester, got_req = connect(broker)
-    server, got_srv = connect(broker)
+def test_temp_queue_request_reply(shared_broker: BrokerThread) -> None:
+    requester, got_req = connect(shared_broker)
+    server, got_srv = connect(shared_broker)
     server.subscribe("/queue/service", id="srv", ack="auto", receipt="ready")
     wait_until(lambda: "ready" in got_srv.receipts)
     requester.subscribe("/temp-queue/replies", id="r", ack="auto")
@@ -223,16 +232,44 @@ def test_temp_queue_request_reply(broker: BrokerThread) -> None:
     server.disconnect()
 
 
-def test_durable_subscription_receives_while_offline(broker: BrokerThread) -> None:
-    sub, got = connect(broker, client_id="durable-client")
+def test_temp_topic_request_reply_and_refused_once_deleted(shared_broker: BrokerThread) -> None:
+    requester, got_req = connect(shared_broker)
+    server, got_srv = connect(shared_broker)
+    server.subscribe("/queue/service.t", id="srv", ack="auto", receipt="ready")
+    wait_until(lambda: "ready" in got_srv.receipts)
+    requester.subscribe("/temp-topic/answers", id="r", ack="auto", receipt="sub")
+    wait_until(lambda: "sub" in got_req.receipts)
+    requester.send("/queue/service.t", "ping", headers={"reply-to": "/temp-topic/answers"})
+    reply_to = got_srv.get().headers["reply-to"]
+    assert reply_to.startswith("/remote-temp-topic/")
+    server.send(reply_to, "pong")
+    reply = got_req.get()
+    assert (reply.body, reply.headers["destination"]) == ("pong", "/temp-topic/answers")
+    requester.disconnect()
+    assert shared_broker.running is not None
+    core = shared_broker.running.broker
+    name = reply_to.removeprefix("/remote-temp-topic/")
+    wait_until(
+        lambda: not shared_broker.call(lambda: name in core.temp_topics),
+        what="the requester's connection closed in the broker",
+    )
+    # Its connection gone, the temporary topic is too: a send to it is an error.
+    server.send(reply_to, "late", receipt="late")
+    error = got_srv.errors.get(timeout=TIMEOUT)
+    assert "does not exist" in error.headers["message"]
+    server.disconnect()
+
+
+def test_durable_subscription_receives_while_offline(shared_broker: BrokerThread) -> None:
+    sub, got = connect(shared_broker, client_id="durable-client")
     headers = {"activemq.subscriptionName": "audit"}
     sub.subscribe("/topic/events", id="d", ack="client-individual", headers=headers, receipt="s")
     wait_until(lambda: "s" in got.receipts)
     sub.disconnect()
-    producer, _ = connect(broker)
+    producer, _ = connect(shared_broker)
     producer.send("/topic/events", "while-offline", headers={"persistent": "true"})
     producer.disconnect()
-    back, got2 = connect(broker, client_id="durable-client")
+    back, got2 = connect(shared_broker, client_id="durable-client")
     back.subscribe("/topic/events", id="d", ack="client-individual", headers=headers)
     frame = got2.get()
     assert frame.body == "while-offline"
@@ -242,32 +279,40 @@ def test_durable_subscription_receives_while_offline(broker: BrokerThread) -> No
     back.disconnect()
 
 
-def test_same_client_id_twice_is_refused(broker: BrokerThread) -> None:
-    first, _ = connect(broker, client_id="only-one")
+def test_same_client_id_twice_is_refused(shared_broker: BrokerThread) -> None:
+    first, _ = connect(shared_broker, client_id="only-one")
     with pytest.raises(stomp.exception.ConnectFailedException):
-        connect(broker, client_id="only-one")
+        connect(shared_broker, client_id="only-one")
     first.disconnect()
 
 
-def test_heart_beats_keep_an_idle_connection_alive(broker: BrokerThread) -> None:
-    conn, got = connect(broker, heartbeats=(1000, 1000))
-    # Three of the negotiated intervals with no traffic but heart-beats.
-    deadline = time.monotonic() + 3.5
-    while time.monotonic() < deadline:
-        assert conn.is_connected()
-        time.sleep(0.1)
+def test_heart_beats_keep_an_idle_connection_alive(shared_broker: BrokerThread) -> None:
+    interval = MIN_HEARTBEAT_MS / 1000
+    # The client beats every interval; it asks the broker for one every two, so a
+    # broker thread late on a loaded machine does not trip stomp.py's own 1.5x check.
+    conn, got = connect(shared_broker, heartbeats=(MIN_HEARTBEAT_MS, 2 * MIN_HEARTBEAT_MS))
+    # No traffic but heart-beats, for one interval past the point where the broker
+    # closes a client that stays silent (HEARTBEAT_GRACE intervals).
+    idle = interval * (HEARTBEAT_GRACE + 1)
+    assert not got.disconnected.wait(idle), "a heart-beating connection was closed"
+    assert conn.is_connected()
+    # The broker beats at least once per agreed interval (2 s) too.
+    assert got.heartbeats >= int(idle / (2 * interval)), f"only {got.heartbeats} heart-beats"
     conn.subscribe("/queue/hb", id="s", ack="auto")
     conn.send("/queue/hb", "still here")
     assert got.get().body == "still here"
     conn.disconnect()
 
 
-def test_silent_client_is_disconnected_after_heart_beat_timeout(broker: BrokerThread) -> None:
+def test_silent_client_is_disconnected_after_heart_beat_timeout(
+    shared_broker: BrokerThread,
+) -> None:
     import socket
     import ssl
 
-    context = ssl.create_default_context(cafile=str(broker.ca_file))
-    raw = socket.create_connection(("127.0.0.1", broker.stomp_port), timeout=TIMEOUT)
+    started = time.monotonic()
+    context = ssl.create_default_context(cafile=str(shared_broker.ca_file))
+    raw = socket.create_connection(("127.0.0.1", shared_broker.stomp_port), timeout=TIMEOUT)
     tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
     tls.sendall(
         f"CONNECT\naccept-version:1.2\nhost:x\nlogin:{USER}\npasscode:{PASSWORD}\n"
@@ -282,4 +327,6 @@ def test_silent_client_is_disconnected_after_heart_beat_timeout(broker: BrokerTh
         data += chunk
     assert data.startswith(b"CONNECTED")
     assert time.monotonic() < deadline, "the broker never closed the silent connection"
+    # Not before the client's promised interval had passed HEARTBEAT_GRACE times.
+    assert time.monotonic() - started >= HEARTBEAT_GRACE * MIN_HEARTBEAT_MS / 1000
     tls.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import json
 import logging
 import os
@@ -16,7 +18,14 @@ from botocore import xform_name
 from botocore.exceptions import ClientError
 
 from sealmq.kms import audit as audit_module
-from sealmq.kms.audit import DAMAGE_FIELD, GENESIS_HASH, AuditLog, Checkpoint, verify_audit
+from sealmq.kms.audit import (
+    DAMAGE_FIELD,
+    GENESIS_HASH,
+    AuditLog,
+    Checkpoint,
+    audit_files,
+    verify_audit,
+)
 from sealmq.kms.keystore import KEYSTORE_FILE
 from sealmq.kms.service import open_key_service
 from tests.kms.support import Kms, error_code
@@ -296,3 +305,132 @@ def test_busy_services_checkpoint_every_so_many_lines(
         service.call("GenerateRandom", {"NumberOfBytes": 8})
         assert service.keystore.audit_checkpoint is not None
         assert service.keystore.audit_checkpoint.lines == 5
+
+
+# -- rotation by size -----------------------------------------------------------------------
+
+
+def _event(number: int) -> dict[str, Any]:
+    return {"eventName": "Encrypt", "n": number, "pad": "x" * 100}
+
+
+def _write(path: Path, count: int, *, start: int = 0, max_bytes: int = 1000) -> AuditLog:
+    log = AuditLog(path, fsync=False, max_bytes=max_bytes)
+    for number in range(start, start + count):
+        log.record(_event(number))
+    return log
+
+
+def test_the_trail_rotates_by_size_and_the_chain_continues(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "kms.jsonl"
+    with _write(path, 30) as log:
+        head, lines = log.head, len(log)
+    files = audit_files(path)
+    names = [f.name for f in files]
+    assert names[-1] == "kms.jsonl" and names[0] == "kms.000001.jsonl" and len(files) >= 4
+    assert names[:-1] == [f"kms.{n:06d}.jsonl" for n in range(1, len(files))]
+    assert all(f.stat().st_size <= 1000 for f in files)
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    events = [json.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    assert [e["n"] for e in events] == list(range(30)) and lines == 30
+    # Each new file's first line chains to the previous file's last line and names it.
+    seen = 0
+    for before, after in itertools.pairwise(files):
+        seen += len(before.read_bytes().splitlines())
+        first = json.loads(after.read_bytes().splitlines()[0])
+        last = before.read_bytes().splitlines()[-1]
+        assert first["previousHash"] == hashlib.sha256(last).hexdigest()
+        assert first["previousFile"] == {"name": before.name, "lines": seen}
+    assert verify_audit(path, head, checkpoint=Checkpoint(lines, head)) == (True, None, "")
+    # Reopened, the trail goes on counting lines across files.
+    with _write(path, 5, start=30) as log:
+        assert len(log) == 35
+        assert log.checkpoint() == Checkpoint(35, log.head)
+    assert verify_audit(path) == (True, None, "")
+
+
+def test_verify_audit_finds_a_removed_or_reordered_file_and_an_edited_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit" / "kms.jsonl"
+    _write(path, 30).close()
+    files = audit_files(path)
+    rotated = files[:-1]
+    assert len(rotated) >= 3
+    saved = {f: f.read_bytes() for f in files}
+
+    def restore() -> None:
+        for f in path.parent.iterdir():
+            f.unlink()
+        for f, data in saved.items():
+            f.write_bytes(data)
+            f.chmod(0o600)
+        assert verify_audit(path) == (True, None, "")
+
+    middle = rotated[1]
+    middle.unlink()
+    ok, line, reason = verify_audit(path)
+    assert not ok and line is None and f"{middle.name} is missing" in reason
+    # Renumbering the later files to hide the gap still breaks the chain, by name.
+    for before, after in itertools.pairwise(rotated[1:]):
+        after.rename(before)
+    ok, line, reason = verify_audit(path)
+    assert not ok and f"not {rotated[0].name} after {len(saved[rotated[0]].splitlines())}" in reason
+    assert "a file was removed, replaced or reordered" in reason, reason
+    restore()
+    # One byte edited in a rotated file: the next line's link breaks, numbered trail-wide.
+    lines_before = len(saved[rotated[0]].splitlines())
+    middle.write_bytes(saved[middle].replace(b'"n":', b'"m":', 1))
+    ok, line, reason = verify_audit(path)
+    assert not ok and line == lines_before + 2, reason
+    assert reason.startswith(f"{middle.name} line 2: previousHash does not match"), reason
+    restore()
+    # The oldest file removed: the trail cannot be checked from its start.
+    rotated[0].unlink()
+    ok, line, reason = verify_audit(path)
+    assert not ok and "kms.000001.jsonl is missing" in reason
+
+
+def test_two_writers_follow_each_others_rotations(tmp_path: Path) -> None:
+    """A broker and the ``sealmq kms`` command append to one trail; either may rotate it."""
+    path = tmp_path / "audit" / "kms.jsonl"
+    first = AuditLog(path, fsync=False, max_bytes=1000)
+    second = AuditLog(path, fsync=False, max_bytes=1000)
+    try:
+        for number in range(40):
+            (first if number % 3 else second).record(_event(number))
+    finally:
+        first.close()
+        second.close()
+    assert len(audit_files(path)) >= 4
+    events = [json.loads(line) for f in audit_files(path) for line in f.read_bytes().splitlines()]
+    assert [e["n"] for e in events] == list(range(40))
+    assert verify_audit(path) == (True, None, "")
+
+
+def test_a_crash_right_after_a_rotation_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "kms.jsonl"
+    _write(path, 12).close()
+    # As if the process died between renaming the live file and writing the new one.
+    number = len(audit_files(path))
+    path.rename(path.with_name(f"kms.{number:06d}.jsonl"))
+    assert verify_audit(path) == (True, None, "")
+    with _write(path, 3, start=12) as log:
+        assert len(log) == 15
+    first = json.loads(path.read_bytes().splitlines()[0])
+    assert first["previousFile"] == {"name": f"kms.{number:06d}.jsonl", "lines": 12}
+    assert verify_audit(path) == (True, None, "")
+
+
+def test_the_service_rotates_its_trail_past_audit_max_bytes(tmp_path: Path) -> None:
+    with open_key_service(tmp_path, audit_fsync=False, audit_max_bytes=4096) as service:
+        key = service.call("CreateKey", {})["KeyMetadata"]["KeyId"]
+        for _ in range(20):
+            service.call("Encrypt", {"KeyId": key, "Plaintext": b"x"})
+        lines = len(service.audit_log or [])
+    trail = tmp_path / "audit" / "kms.jsonl"
+    assert len(audit_files(trail)) >= 3 and lines == 21
+    with open_key_service(tmp_path) as service:
+        checkpoint = service.keystore.audit_checkpoint
+    assert checkpoint is not None and checkpoint.lines == 21
+    assert verify_audit(trail, checkpoint=checkpoint) == (True, None, "")

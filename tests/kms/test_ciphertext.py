@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealmq.kms.ciphertext import InvalidBlob, encode_context, open_blob, parse_header, seal_blob
+from sealmq.kms.keystore import Keystore
 from sealmq.kms.local import LocalKeyService
 
 KEY = os.urandom(32)
@@ -58,8 +59,10 @@ def test_any_context_binds(context: dict[str, str], plaintext: bytes) -> None:
 def test_local_key_service_blobs_have_this_format(tmp_path: object) -> None:
     from pathlib import Path
 
-    service = LocalKeyService(Path(str(tmp_path)) / "keys")
+    keys_dir = Path(str(tmp_path)) / "keys"
+    service = LocalKeyService(keys_dir)
     dek, wrapped = service.generate_data_key({"a": "b"})
     header = parse_header(wrapped)
     assert header.key_id == service.key_id and header.version == 1
-    assert open_blob(service._versions[1], header, wrapped, {"a": "b"}) == dek
+    material = Keystore.open(keys_dir).keys[service.key_id].current.material
+    assert open_blob(material, header, wrapped, {"a": "b"}) == dek

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -78,3 +82,46 @@ def test_remote_provider_against_the_served_endpoint(kms: Kms, admin: Any) -> No
         assert info.value.code == "DisabledException"
     finally:
         remote.close()
+
+
+def test_remote_provider_gives_up_on_a_silent_service_within_its_bounds() -> None:
+    """A service that accepts connections and never answers holds a call a bounded time."""
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(server.accept()[0])  # and never a byte back
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    provider = RemoteKeyProvider(
+        f"https://127.0.0.1:{server.getsockname()[1]}",
+        "alias/x",
+        access_key_id="AKIAEXAMPLE",
+        secret_access_key="secret",
+        verify=False,
+        connect_timeout=0.5,
+        read_timeout=0.5,
+        max_attempts=2,
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises((ConnectTimeoutError, ReadTimeoutError)):
+            provider.generate_data_key(CTX)
+        took = time.monotonic() - started
+        # Two attempts of at most 0.5 + 0.5 s, and botocore's backoff (under 1 s) between.
+        assert 0.5 <= took <= 2 * (0.5 + 0.5) + 1.0 + 2.0, f"{took:.1f} s"
+        assert len(accepted) == 2  # both attempts reached the service, none more
+    finally:
+        provider.close()
+        stop.set()
+        thread.join(5)
+        for sock in accepted:
+            sock.close()
+        server.close()

@@ -14,9 +14,16 @@ import pytest
 
 from sealmq.kms.audit import Checkpoint
 from sealmq.kms.clients import RemoteKeyProvider, ServiceKeyProvider
-from sealmq.kms.keystore import KEYSTORE_FILE, LOCK_FILE, ROOT_KEY_FILE, Keystore, KeystoreError
-from sealmq.kms.local import LocalKeyService
+from sealmq.kms.keystore import (
+    KEYSTORE_FILE,
+    LEGACY_KEYSTORE_FILE,
+    LOCK_FILE,
+    ROOT_KEY_FILE,
+    Keystore,
+    KeystoreError,
+)
 from sealmq.kms.service import KeyService, open_key_service
+from tests.kms.legacy import LegacyKeys
 from tests.kms.support import Kms
 
 CTX = {"purpose": "sealmq-journal", "broker": "b1", "segment": "1"}
@@ -212,6 +219,34 @@ def test_credentials_file_works_with_botocore(kms: Kms) -> None:
     assert parser["mine"]["aws_access_key_id"] == "X"
 
 
+def test_credentials_file_is_written_as_configparser_writes_it(tmp_path: Path) -> None:
+    keystore = Keystore.open(tmp_path / "keys")
+    path = tmp_path / "credentials"
+    keystore.write_credentials_file(path)
+    admin = keystore.admin_access_key
+    expected = configparser.ConfigParser(interpolation=None)
+    expected["default"] = {
+        "aws_access_key_id": admin.access_key_id,
+        "aws_secret_access_key": admin.secret,
+    }
+    with open(tmp_path / "reference", "w") as f:
+        expected.write(f)
+    assert path.read_bytes() == (tmp_path / "reference").read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # A file someone edited (a wrong secret, a comment) is put right, the rest kept.
+    path.write_text("# mine\n[default]\naws_access_key_id = old\n[other]\nregion = eu-west-1\n")
+    keystore.write_credentials_file(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    assert parser["default"]["aws_secret_access_key"] == admin.secret
+    assert parser["other"]["region"] == "eu-west-1"
+    # A file that is not an INI file is refused, not overwritten.
+    path.write_text("[default\n")
+    with pytest.raises(KeystoreError, match="cannot update"):
+        keystore.write_credentials_file(path)
+    assert path.read_text() == "[default\n"
+
+
 def test_access_keys(tmp_path: Path) -> None:
     keystore = Keystore.open(tmp_path)
     made = keystore.create_access_key("arn:aws:iam::1:role/r")
@@ -225,9 +260,9 @@ def test_access_keys(tmp_path: Path) -> None:
 
 
 def test_a_local_key_service_folder_migrates(tmp_path: Path) -> None:
-    """Data keys wrapped by the old LocalKeyService unwrap through the new service."""
+    """Data keys wrapped by the old one-key service unwrap through the new service."""
     keys_dir = tmp_path / "keys"
-    legacy = LocalKeyService(keys_dir)
+    legacy = LegacyKeys(keys_dir)
     dek, wrapped = legacy.generate_data_key(CTX)
     service = open_key_service(tmp_path)
     assert service.service_owned_key_id == legacy.key_id
@@ -235,9 +270,9 @@ def test_a_local_key_service_folder_migrates(tmp_path: Path) -> None:
     assert provider.key_id == legacy.key_id
     assert provider.decrypt_data_key(wrapped, CTX) == dek
     new_dek, new_wrapped = provider.generate_data_key(CTX)
-    assert LocalKeyService(keys_dir).decrypt_data_key(new_wrapped, CTX) == new_dek
-    # The old service keeps working on the same folder, and later opens migrate nothing again.
-    assert LocalKeyService(keys_dir).decrypt_data_key(wrapped, CTX) == dek
+    assert legacy.decrypt_data_key(new_wrapped, CTX) == new_dek  # the same key, the same blobs
+    # The old file is left untouched, and later opens migrate nothing again.
+    assert (keys_dir / LEGACY_KEYSTORE_FILE).exists()
     service.close()
     with open_key_service(tmp_path) as again:
         assert again.service_owned_key_id == legacy.key_id

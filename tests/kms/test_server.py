@@ -7,8 +7,11 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 
-from sealmq.kms.server import MAX_BODY_BYTES, MAX_HEAD_BYTES
+import pytest
+
+from sealmq.kms.server import MAX_BODY_BYTES, MAX_HEAD_BYTES, KmsServer
 from sealmq.kms.wire import WireHandler
 from tests.kms.support import TIMEOUT, Kms, serve, sign, stop
 
@@ -143,3 +146,104 @@ def test_plain_http_only_when_asked(kms: Kms, loop: asyncio.AbstractEventLoop) -
             assert data.startswith(b"HTTP/1.1 200 ")
     finally:
         stop(loop, server)
+
+
+# --- deadlines: a slow or silent peer is answered 408 (or dropped) and closed ----
+
+#: The request deadline of ``quick`` (the broker passes ``[limits] login_timeout``).
+REQUEST_TIMEOUT = 0.5
+
+
+@pytest.fixture
+def quick(kms: Kms, loop: asyncio.AbstractEventLoop) -> Iterator[KmsServer]:
+    """The key service served with a short request deadline."""
+    server = KmsServer(
+        WireHandler(kms.service), kms.certs.server_context(), request_timeout=REQUEST_TIMEOUT
+    )
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(TIMEOUT)
+    yield server
+    stop(loop, server)
+
+
+def _tls_to(kms: Kms, port: int) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return kms.certs.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _timed_answer(sock: ssl.SSLSocket, started: float) -> tuple[int, bytes, float]:
+    status, headers, body = _read_response(sock)
+    elapsed = time.monotonic() - started
+    assert headers["connection"] == "close"
+    assert _closed(sock)
+    return status, body, elapsed
+
+
+def test_a_request_head_not_finished_in_time_gets_408(kms: Kms, quick: KmsServer) -> None:
+    with _tls_to(kms, quick.port) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: TrentService.")
+        status, body, elapsed = _timed_answer(sock, started)
+    assert status == 408
+    assert json.loads(body)["message"] == "request head not received in time"
+    assert REQUEST_TIMEOUT * 0.8 <= elapsed < TIMEOUT
+
+
+def test_a_head_dripped_byte_by_byte_is_cut_at_the_deadline(kms: Kms, quick: KmsServer) -> None:
+    """Slowloris: every byte arriving in time does not stretch the deadline."""
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 1000
+    with _tls_to(kms, quick.port) as sock:
+        started = time.monotonic()
+        sock.settimeout(0.05)
+        answer = b""
+        for byte in head:
+            sock.sendall(bytes([byte]))
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            break
+        elapsed = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+    assert REQUEST_TIMEOUT * 0.8 <= elapsed < 4 * REQUEST_TIMEOUT + 1
+
+
+def test_a_body_not_received_in_time_gets_408(kms: Kms, quick: KmsServer) -> None:
+    with _tls_to(kms, quick.port) as sock:
+        sock.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"a"')
+        started = time.monotonic()
+        status, body, elapsed = _timed_answer(sock, started)
+    assert status == 408
+    assert json.loads(body)["message"] == "request body not received in time"
+    assert REQUEST_TIMEOUT * 0.8 <= elapsed < TIMEOUT
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_deadline(
+    kms: Kms, quick: KmsServer
+) -> None:
+    with _tls_to(kms, quick.port) as sock:
+        started = time.monotonic()
+        assert _closed(sock)  # no 408: no request was begun
+        elapsed = time.monotonic() - started
+    assert REQUEST_TIMEOUT * 0.8 <= elapsed < TIMEOUT
+
+
+def test_no_tls_handshake_is_dropped_after_the_deadline(quick: KmsServer) -> None:
+    with socket.create_connection(("127.0.0.1", quick.port), timeout=TIMEOUT) as sock:
+        started = time.monotonic()
+        try:
+            data = sock.recv(1)
+        except ConnectionResetError:
+            data = b""
+        elapsed = time.monotonic() - started
+    assert data == b""
+    assert REQUEST_TIMEOUT * 0.8 <= elapsed < TIMEOUT
+
+
+def test_a_prompt_request_is_served_and_the_connection_kept(kms: Kms, quick: KmsServer) -> None:
+    with _tls_to(kms, quick.port) as sock:
+        for _ in range(2):
+            headers, body = sign(kms, "GenerateRandom", {"NumberOfBytes": 4})
+            sock.sendall(_request(headers, body, port=kms.port))
+            status, response_headers, _ = _read_response(sock)
+            assert status == 200 and response_headers["connection"] == "keep-alive"
+            time.sleep(REQUEST_TIMEOUT * 1.5)  # idle between requests: the idle timeout applies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -68,6 +69,39 @@ def test_grant_tokens_are_accepted_at_once_and_checked(kms: Kms, admin: Any, key
         broker.encrypt(KeyId=key, Plaintext=b"p", GrantTokens=["not-a-token"])
     with kms_error("InvalidGrantTokenException"):
         admin.describe_key(KeyId=key, GrantTokens=["AAAA"])
+
+
+def test_a_grant_token_must_name_a_grant_on_the_key_used(kms: Kms, admin: Any, key: str) -> None:
+    arn, broker = kms.principal("broker")
+    grant = admin.create_grant(KeyId=key, GranteePrincipal=arn, Operations=["Encrypt"])
+    token = grant["GrantToken"]
+    other_key = admin.create_key()["KeyMetadata"]["KeyId"]
+    other = admin.create_grant(KeyId=other_key, GranteePrincipal=arn, Operations=["Encrypt"])
+    # Well formed, authentic, but of a grant on another key.
+    with kms_error("InvalidGrantTokenException", "not a token of a grant on this key"):
+        broker.encrypt(KeyId=key, Plaintext=b"p", GrantTokens=[other["GrantToken"]])
+    # A token with one byte changed is not one this service made.
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[-1] ^= 1
+    forged = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    with kms_error("InvalidGrantTokenException"):
+        broker.encrypt(KeyId=key, Plaintext=b"p", GrantTokens=[forged])
+    with kms_error("InvalidGrantTokenException"):
+        broker.retire_grant(GrantToken=forged)
+    # ReEncrypt accepts tokens of grants on either of its keys.
+    admin.create_grant(KeyId=key, GranteePrincipal=arn, Operations=["ReEncryptFrom"])
+    admin.create_grant(KeyId=other_key, GranteePrincipal=arn, Operations=["ReEncryptTo"])
+    blob = admin.encrypt(KeyId=key, Plaintext=b"p")["CiphertextBlob"]
+    moved = broker.re_encrypt(
+        CiphertextBlob=blob,
+        DestinationKeyId=other_key,
+        GrantTokens=[token, other["GrantToken"]],
+    )
+    assert moved["SourceKeyId"].endswith(key)
+    # The token of a revoked grant is authentic but allows nothing: refused as without it.
+    admin.revoke_grant(KeyId=key, GrantId=grant["GrantId"])
+    with kms_error("AccessDeniedException", "kms:Encrypt"):
+        broker.encrypt(KeyId=key, Plaintext=b"p", GrantTokens=[token])
 
 
 def test_encryption_context_subset_constraint(kms: Kms, admin: Any, key: str) -> None:

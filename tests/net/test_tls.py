@@ -7,6 +7,7 @@ are minted here, never committed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
@@ -21,8 +22,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from sealmq.net.tls import (
     TLS12_CIPHERS,
@@ -31,8 +31,10 @@ from sealmq.net.tls import (
     TLSSetupError,
     client_context,
     ensure_certificates,
+    prepare_certificates,
     server_context,
 )
+from tests.support import TIMEOUT, mint_client_cert
 
 
 @pytest.fixture
@@ -271,42 +273,38 @@ def test_corrupt_ca_not_overwritten(certs: CertPaths) -> None:
     assert certs.ca.read_bytes() == b"garbage"
 
 
+def test_a_child_process_makes_the_files_the_broker_would(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker makes its certificates in a child process, so it never loads
+    # cryptography.x509 itself: the files, the answer and the log line are the same.
+    caplog.set_level(logging.INFO, logger="sealmq.net.tls")
+    made = prepare_certificates(tmp_path / "tls", ["broker.example"], in_child=True)()
+    assert made.generated
+    san = load(made.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert "broker.example" in san.value.get_values_for_type(x509.DNSName)
+    assert load(made.cert).issuer == load(made.ca).subject
+    assert any("written; clients should trust" in r.getMessage() for r in caplog.records)
+    # Checked once: the next start reads no certificate at all.
+    again = prepare_certificates(tmp_path / "tls", ["broker.example"], in_child=True)()
+    assert again == ensure_certificates(tmp_path / "tls", ["broker.example"])
+    assert not again.generated
+
+
+def test_a_child_process_reports_what_it_refused(certs: CertPaths, tmp_path: Path) -> None:
+    certs.ca.write_bytes(b"garbage")
+    with pytest.raises(TLSSetupError, match="not a PEM certificate"):
+        prepare_certificates(certs.ca.parent, [], in_child=True)()
+    assert certs.ca.read_bytes() == b"garbage"
+    with pytest.raises(ValueError, match="not a host name or IP address"):
+        prepare_certificates(tmp_path / "other", ["a" * 300], in_child=True)()
+
+
 def test_no_temp_files_left(certs: CertPaths) -> None:
     assert not [p for p in certs.ca.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 # -- client certificates ---------------------------------------------------------------------
-
-
-def mint_client_cert(certs: CertPaths, folder: Path) -> tuple[Path, Path]:
-    ca_cert = load(certs.ca)
-    loaded = serialization.load_pem_private_key(
-        (certs.ca.parent / "ca.key").read_bytes(), password=None
-    )
-    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(loaded, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "client.pem", folder / "client.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_client_certificate_required(certs: CertPaths, tmp_path: Path) -> None:
@@ -456,10 +454,9 @@ async def test_watch_task_reloads(certs: CertPaths) -> None:
     task = asyncio.create_task(reloadable.watch())
     try:
         new = replace_server_cert(certs)
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if reloadable.reloads:
-                break
+        async with asyncio.timeout(TIMEOUT):  # the watch task's next check, bounded
+            while not reloadable.reloads:
+                await asyncio.sleep(0.01)
         served = await asyncio.to_thread(served_serial, reloadable.context, certs.ca)
         assert served == new.serial_number
     finally:

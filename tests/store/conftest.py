@@ -5,15 +5,37 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sealmq.core.model import BodyKind, Destination, DestinationKind, Message
-from sealmq.core.ports import RecoveredState
+from sealmq.core.model import (
+    MQTT_ANNOTATION,
+    BodyKind,
+    Byte,
+    Char,
+    Destination,
+    DestinationKind,
+    Float32,
+    Int,
+    Message,
+    Short,
+    Symbol,
+    Timestamp,
+)
+from sealmq.core.ports import (
+    AddMessage,
+    AddScheduled,
+    Op,
+    PrepareTransaction,
+    RecoveredState,
+    SetRetained,
+)
 from sealmq.kms.local import LocalKeyService
 from sealmq.store.crypto import encode_context
 
@@ -86,8 +108,9 @@ def make_message(i: int, queue: str = "orders", **overrides: Any) -> Message:
     return m
 
 
-def full_message(marker: str = "x") -> Message:
-    """A message with every field set to something other than its default."""
+def v1_message(marker: str = "x") -> Message:
+    """A message with every field of message version 1 set to something other than its
+    default: what the committed format-1 journals (``files/golden*``) hold."""
     return Message(
         message_id=f"ID:{marker}-id",
         destination=Destination(DestinationKind.TEMP_TOPIC, f"dest.{marker}"),
@@ -115,9 +138,40 @@ def full_message(marker: str = "x") -> Message:
         redelivery_count=3,
         original_destination=Destination(DestinationKind.QUEUE, f"orig.{marker}"),
         origin="conn-1",
-        qos=2,
-        retain=True,
+        # Version 1's QoS 2 and retain flag.
+        annotations={MQTT_ANNOTATION: b"\x06"},
     )
+
+
+def full_message(marker: str = "x") -> Message:
+    """A message with every field set to something other than its default."""
+    m = v1_message(marker)
+    m.correlation_id = UUID(int=7)
+    m.properties.update(
+        {
+            "byte": Byte(-3),
+            "short": Short(300),
+            "int32": Int(70000),
+            "float32": Float32(1.5),
+            "char": Char("c"),
+            "symbol": Symbol(f"sym-{marker}"),
+            "timestamp": Timestamp(1_700_000_000_123),
+            "uuid": UUID(int=42),
+            "decimal": Decimal("-1.50"),
+        }
+    )
+    m.user_id = f"user-{marker}"
+    m.client_message_id = f"client-id-{marker}".encode()
+    m.content_type = "application/json"
+    m.content_encoding = "gzip"
+    m.subject = f"subject-{marker}"
+    m.reply_to_group_id = f"reply-group-{marker}"
+    m.delivery_time = 1_800_000_000_000
+    m.broker_path = ("broker-a", f"broker-{marker}")
+    m.producer_id = f"producer-{marker}"
+    m.producer_seq = 17
+    m.annotations = {MQTT_ANNOTATION: b"\x06", "amqp": b"\x00\x53\x70"}
+    return m
 
 
 def message_fields(m: Message) -> dict[str, Any]:
@@ -125,13 +179,30 @@ def message_fields(m: Message) -> dict[str, Any]:
     return {f.name: getattr(m, f.name) for f in fields(m) if f.name != "origin"}
 
 
-def state_view(state: RecoveredState) -> tuple[list[Any], list[Any], list[Any], dict[str, bytes]]:
+def op_view(op: Op) -> object:
+    """A comparable form of an op (messages compare by identity)."""
+    if isinstance(op, AddMessage):
+        return ("add", message_fields(op.message), op.owners)
+    if isinstance(op, SetRetained):
+        return ("retain", op.topic, None if op.message is None else message_fields(op.message))
+    if isinstance(op, AddScheduled):
+        job = op.job
+        return ("schedule", job.job_id, message_fields(job.message), job.schedule)
+    if isinstance(op, PrepareTransaction):
+        return ("prepare", op.xid, [op_view(each) for each in op.ops])
+    return op
+
+
+def state_view(state: RecoveredState) -> tuple[Any, ...]:
     """A comparable form of a recovered state (subscriptions have no order)."""
     return (
-        [(message_fields(s.message), s.owners) for s in state.messages],
+        [(message_fields(s.message), s.owners, s.delivery_counts) for s in state.messages],
         sorted(state.subscriptions, key=lambda info: info.key),
         [message_fields(m) for m in state.retained],
         state.sessions,
+        state.destinations,
+        [op_view(AddScheduled(job)) for job in state.scheduled],
+        {xid: [op_view(op) for op in ops] for xid, ops in state.prepared.items()},
     )
 
 

@@ -9,45 +9,50 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sealmq.core.bodies import ValueTag
 from sealmq.core.model import (
     BodyKind,
     Destination,
+    DestinationInfo,
     DestinationKind,
     DurableSubscriptionInfo,
     Message,
 )
 from sealmq.core.ports import (
+    AddDestination,
     AddMessage,
+    AddScheduled,
     AddSubscription,
+    ForgetPrepared,
     Op,
+    PrepareTransaction,
+    RemoveDestination,
     RemoveMessage,
+    RemoveScheduled,
     RemoveSubscription,
+    ScheduledJob,
+    SetDeliveryCount,
     SetRetained,
     SetSessionState,
 )
 from sealmq.store.errors import CorruptRecordError, StoreError
+from sealmq.store.message_record import MessageField
 from sealmq.store.records import (
     RECORD_FORMAT,
-    PropertyTag,
     RecordType,
     decode_record,
     encode_entry,
     encode_record,
     join_entries,
 )
-from tests.store.conftest import full_message, make_message, message_fields
+from tests.core.test_bodies import values as typed_values
+from tests.store.conftest import full_message, make_message, message_fields, op_view
 
 texts = st.text(max_size=20)
 destinations = st.builds(Destination, st.sampled_from(DestinationKind), texts)
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-property_values = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=False),
-    texts,
-    st.binary(max_size=20),
-)
+property_values = typed_values
+typed_ids = st.one_of(texts, st.binary(max_size=20), st.integers(0, 2**64 - 1), st.uuids())
 messages = st.builds(
     Message,
     message_id=texts,
@@ -58,7 +63,7 @@ messages = st.builds(
     priority=st.integers(0, 9),
     expiration=int64,
     timestamp=int64,
-    correlation_id=st.none() | texts,
+    correlation_id=st.none() | typed_ids,
     reply_to=st.none() | destinations,
     type=st.none() | texts,
     group_id=st.none() | texts,
@@ -67,8 +72,17 @@ messages = st.builds(
     redelivery_count=st.integers(0, 2**31 - 1),
     original_destination=st.none() | destinations,
     origin=st.none() | texts,
-    qos=st.none() | st.integers(0, 2),
-    retain=st.booleans(),
+    user_id=st.none() | texts,
+    client_message_id=st.none() | typed_ids,
+    content_type=st.none() | texts,
+    content_encoding=st.none() | texts,
+    subject=st.none() | texts,
+    reply_to_group_id=st.none() | texts,
+    delivery_time=int64,
+    broker_path=st.lists(texts, max_size=3).map(tuple),
+    producer_id=st.none() | texts,
+    producer_seq=int64,
+    annotations=st.none() | st.dictionaries(texts, st.binary(max_size=10), min_size=1, max_size=3),
 )
 
 
@@ -84,18 +98,19 @@ def test_record_type_ids_are_stable() -> None:
         "CLEAR_RETAINED": 7,
         "SET_SESSION_STATE": 8,
         "DELETE_SESSION_STATE": 9,
+        "ADD_MESSAGE_V2": 10,
+        "SET_RETAINED_V2": 11,
+        "SET_DELIVERY_COUNT": 12,
+        "ADD_DESTINATION": 13,
+        "REMOVE_DESTINATION": 14,
+        "ADD_SCHEDULED": 15,
+        "REMOVE_SCHEDULED": 16,
+        "PREPARE_TRANSACTION": 17,
+        "FORGET_PREPARED": 18,
     }
-    assert len({t.value for t in PropertyTag}) == len(PropertyTag)
+    assert [t.value for t in ValueTag] == list(range(17))
+    assert [f.value for f in MessageField] == list(range(1, 18))
     assert RECORD_FORMAT == 1
-
-
-def op_view(op: Op) -> object:
-    """A comparable form of an op (messages compare by identity)."""
-    if isinstance(op, AddMessage):
-        return ("add", message_fields(op.message), op.owners)
-    if isinstance(op, SetRetained):
-        return ("retain", op.topic, None if op.message is None else message_fields(op.message))
-    return op
 
 
 def test_every_op_type_round_trips_in_one_record() -> None:
@@ -115,6 +130,17 @@ def test_every_op_type_round_trips_in_one_record() -> None:
         SetSessionState("mqtt:c", b"\x01\x02state"),
         SetSessionState("mqtt:c", b""),
         SetSessionState("mqtt:c", None),
+        SetDeliveryCount("ID:1", "queue:a", 3),
+        AddDestination(DestinationInfo(Destination.queue("q.a"), b"\x01policy")),
+        AddDestination(DestinationInfo(Destination(DestinationKind.TEMP_TOPIC, "t"))),
+        RemoveDestination(Destination.queue("q.a")),
+        AddScheduled(ScheduledJob("job-1", full_message("scheduled"), b"\x00delay=5")),
+        RemoveScheduled("job-1"),
+        PrepareTransaction(
+            b"\x00xid",
+            (AddMessage(full_message("prepared"), ("queue:a",)), RemoveMessage("ID:1", "queue:a")),
+        ),
+        ForgetPrepared(b"\x00xid"),
     ]
     payload, next_seq = encode_record(ops, 10)
     assert next_seq == 11  # only AddMessage takes a sequence number
@@ -266,6 +292,13 @@ def test_unstorable_values_raise_store_error() -> None:
         SetRetained("topic", None),
         SetSessionState("key", b"state"),
         SetSessionState("key", None),
+        SetDeliveryCount("id", "owner", 5),
+        AddDestination(DestinationInfo(Destination.queue("q"), b"opts")),
+        RemoveDestination(Destination.topic("t")),
+        AddScheduled(ScheduledJob("j", full_message(), b"s")),
+        RemoveScheduled("j"),
+        PrepareTransaction(b"x", (AddMessage(full_message(), ("q",)), RemoveMessage("a", "q"))),
+        ForgetPrepared(b"x"),
     ],
     ids=lambda op: type(op).__name__,
 )
@@ -297,3 +330,72 @@ def test_unknown_format_and_type_are_rejected() -> None:
         decode_record(bytes([RECORD_FORMAT, 77]))
     with pytest.raises(CorruptRecordError):
         decode_record(b"")
+
+
+def test_a_plain_message_is_its_head_id_destination_and_body() -> None:
+    m = Message("ID:1", Destination.queue("q"), b"hi", persistent=True)
+    entry = encode_entry(5, AddMessage(m, ("queue:q",)))
+    # type, seq, owners; version 2 head; id, destination, body; the end of the fields.
+    assert len(entry) == (1 + 8 + 4 + 4 + 7) + 28 + (4 + 4) + (4 + 1) + (4 + 2) + 1
+    assert entry[-1] == 0
+
+
+def _with_field(tag: int, payload: bytes) -> bytes:
+    m = Message("ID:1", Destination.queue("q"), b"hi")
+    entry = encode_entry(1, AddMessage(m, ()))
+    field = bytes([tag]) + len(payload).to_bytes(4, "big") + payload
+    return join_entries([entry[:-1] + field + b"\x00"])
+
+
+def test_an_unknown_field_is_skipped_unless_it_must_be_understood() -> None:
+    [(_, op)] = decode_record(_with_field(0x7F, b"from a newer broker"))
+    assert isinstance(op, AddMessage) and op.message.body == b"hi"
+    with pytest.raises(CorruptRecordError, match="field 128"):
+        decode_record(_with_field(0x80, b""))
+
+
+def test_a_version_1_message_reads_into_the_model() -> None:
+    # As brokers before message version 2 wrote it: QoS 1, retain, a correlation id
+    # and one property.
+    v1 = (
+        bytes([RECORD_FORMAT, RecordType.SET_RETAINED])
+        + b"\x00\x00\x00\x01t"
+        + bytes([0x01 | 0x02 | 0x04 | 0x80, BodyKind.TEXT, DestinationKind.TOPIC, 1])
+        + (4).to_bytes(4, "big")
+        + (0).to_bytes(8, "big")
+        + (1234).to_bytes(8, "big")
+        + (0).to_bytes(8, "big")
+        + (2).to_bytes(4, "big")
+        + b"\x00\x00\x00\x02id\x00\x00\x00\x01t\x00\x00\x00\x02hi"
+        + b"\x00\x00\x00\x04corr"
+        + b"\x00\x00\x00\x01\x00\x00\x00\x01k\x06\x00\x00\x00\x01v"
+    )
+    [(_, op)] = decode_record(v1)
+    assert isinstance(op, SetRetained) and op.message is not None
+    m = op.message
+    assert (m.message_id, m.destination, m.body, m.persistent) == (
+        "id",
+        Destination.topic("t"),
+        b"hi",
+        True,
+    )
+    assert (m.timestamp, m.redelivery_count, m.correlation_id) == (1234, 2, "corr")
+    assert m.properties == {"k": "v"}
+    assert m.annotations == {"mqtt": b"\x05"}  # QoS 1, published retained
+
+
+def test_a_prepared_transaction_takes_no_sequence_number_and_nests_once() -> None:
+    inner = AddMessage(make_message(1), ("q",))
+    payload, next_seq = encode_record([PrepareTransaction(b"x", (inner,)), inner], 3)
+    assert next_seq == 4  # only the top-level AddMessage
+    [(seq_a, prepared), (seq_b, _)] = decode_record(payload)
+    assert (seq_a, seq_b) == (0, 3)
+    assert isinstance(prepared, PrepareTransaction) and op_view(prepared.ops[0]) == op_view(inner)
+    with pytest.raises(StoreError):
+        encode_record([PrepareTransaction(b"x", (PrepareTransaction(b"y", ()),))], 1)
+    # Nor is one read inside another.
+    nested = encode_entry(0, PrepareTransaction(b"y", ()))
+    outer = bytes([RecordType.PREPARE_TRANSACTION]) + b"\x00\x00\x00\x01x"
+    outer += len(nested).to_bytes(4, "big") + nested
+    with pytest.raises(CorruptRecordError, match="record type 17"):
+        decode_record(join_entries([outer]))

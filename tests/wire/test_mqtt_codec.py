@@ -1001,3 +1001,108 @@ def test_many_small_packets_in_one_chunk() -> None:
     events, error = feed(wire)
     assert error is None
     assert events[1:] == packets
+
+
+# --- CONNECT: the packet limit of an unauthenticated peer -----------------------
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_connect_over_max_connect_size_is_refused_knowing_its_level(level: int) -> None:
+    data = connect_bytes(level, username="u", password=b"p" * 5000)
+    codec = MqttCodec(max_connect_size=1024)
+    with pytest.raises(MqttError) as exc:
+        codec.receive_data(data[:20])  # the rest of the 5 KB never has to come
+    assert exc.value.reason_code == ReasonCode.PACKET_TOO_LARGE
+    assert exc.value.message == "CONNECT larger than 1024 bytes"
+    assert codec.protocol_level == level  # so that MQTT 5 gets CONNACK 0x95
+    assert len(codec._buf) == 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_oversize_connect_fed_byte_by_byte_waits_only_for_its_level(level: int) -> None:
+    data = connect_bytes(level, username="u", password=b"p" * 5000)
+    codec = MqttCodec(max_connect_size=1024)
+    fed = 0
+    with pytest.raises(MqttError):
+        for byte in data:
+            codec.receive_data(bytes([byte]))
+            fed += 1
+    assert fed < 16  # fixed header (3 bytes) + protocol name and level
+    assert codec.protocol_level == level
+
+
+def test_an_oversize_connect_with_an_unknown_name_is_refused_without_a_level() -> None:
+    body = utf8("NOPE") + bytes([5, 0x02, 0, 60]) + b"x" * 2000
+    codec = MqttCodec(max_connect_size=1024)
+    with pytest.raises(MqttError) as exc:
+        codec.receive_data(raw(0x10, body))
+    assert exc.value.reason_code == ReasonCode.PACKET_TOO_LARGE
+    assert codec.protocol_level is None
+
+
+def test_connect_at_the_limit_is_accepted_and_later_packets_have_the_full_limit() -> None:
+    connect = connect_bytes(5, password=b"p" * 100)
+    publish = encode([Publish("t", b"x" * 5000)], level=5)
+    codec = MqttCodec(max_connect_size=len(connect))
+    codec.receive_data(connect + publish)
+    connect_packet, publish_packet = codec.events_received()
+    assert isinstance(connect_packet, Connect)
+    assert isinstance(publish_packet, Publish) and len(publish_packet.payload) == 5000
+
+
+def test_default_max_connect_size_is_64_kib() -> None:
+    assert feed(connect_bytes(4, username="u" * 2000, password=b"p" * 64000))[1] == (
+        ReasonCode.PACKET_TOO_LARGE,
+        "CONNECT larger than 65536 bytes",
+    )
+    with pytest.raises(ValueError, match="max_connect_size"):
+        MqttCodec(max_connect_size=1)
+
+
+def test_pending_frame_offset_names_the_packet_still_arriving() -> None:
+    codec = MqttCodec()
+    connect = connect_bytes(4)
+    codec.receive_data(connect)
+    assert codec.pending_frame_offset is None
+    publish = encode([Publish("t", b"x" * 100)], level=4)
+    codec.receive_data(publish[:10])
+    assert codec.pending_frame_offset == len(connect)
+    codec.receive_data(publish[10:20])
+    assert codec.pending_frame_offset == len(connect)
+    codec.receive_data(publish[20:] + publish[:5])
+    assert codec.pending_frame_offset == len(connect) + len(publish)
+    codec.receive_data(publish[5:])
+    assert codec.pending_frame_offset is None
+    assert len(codec.events_received()) == 3
+
+
+def test_an_encoded_publish_is_queued_as_is_by_codecs_of_its_level() -> None:
+    props = Properties(user_properties=(("a", "b"),))
+    for level in LEVELS:
+        maker, first, second = MqttCodec(), MqttCodec(), MqttCodec()
+        for codec in (maker, first, second):
+            codec.protocol_level = level
+        chunks = maker.encode_publish("a/b", b"x", retain=True, properties=props)
+        assert maker.data_to_send() == []  # encoding queues nothing
+        first.send_encoded(chunks)
+        second.send_encoded(chunks)
+        out1, out2 = first.data_to_send(), second.data_to_send()
+        assert out1[0] is out2[0] is chunks[0]  # the same bytes, not copies
+        maker.send_publish("a/b", b"x", retain=True, properties=props)
+        assert out1 == maker.data_to_send()
+
+
+def test_an_encoded_publish_over_the_peers_maximum_is_refused_by_that_codec_only() -> None:
+    maker, small, large = MqttCodec(), MqttCodec(), MqttCodec()
+    for codec in (maker, small, large):
+        codec.protocol_level = 5
+    small.peer_max_packet_size = 10
+    chunks = maker.encode_publish("t", b"123456")  # 12 bytes
+    with pytest.raises(MqttError) as exc:
+        small.send_encoded(chunks)
+    assert exc.value.reason_code == ReasonCode.PACKET_TOO_LARGE
+    assert small.data_to_send() == []
+    large.send_encoded(chunks)
+    assert large.data_to_send() == [b"\x30\x0a\x00\x01t\x00123456"]
+    with pytest.raises(MqttError):
+        maker.encode_publish("a/#", b"")

@@ -543,7 +543,8 @@ def test_announced_oversize_body_fails_before_the_bytes_arrive() -> None:
     with pytest.raises(StompError) as exc:
         codec.receive_data(b"SEND\ncontent-length:11\n\n")
     assert exc.value.message == "frame body exceeds 10 bytes"
-    assert error_of(b"SEND\ncontent-length:" + b"9" * 5000 + b"\n\n") == (
+    # Past CONNECT, where the frame limit before login no longer applies.
+    assert error_of(b"CONNECT\n\n\x00SEND\ncontent-length:" + b"9" * 5000 + b"\n\n") == (
         f"frame body exceeds {DEFAULT_MAX_BODY} bytes"
     )
 
@@ -709,3 +710,219 @@ def test_raw_colon_in_a_value_is_accepted_in_every_version() -> None:
     for version in ("1.0", "1.1", "1.2"):
         frame = parse_one(b"SEND\nx:y:z\n\n\x00", version=version)
         assert frame.headers == (("x", "y:z"),)
+
+
+# --- before CONNECT: the frame limit of an unauthenticated peer ----------------
+
+SMALL_CONNECT = Limits(max_connect_frame=1024)
+
+
+def test_unterminated_connect_is_refused_at_the_limit_and_its_bytes_dropped() -> None:
+    codec = StompCodec(SMALL_CONNECT)
+    head = b"CONNECT\naccept-version:1.2\n\n"
+    codec.receive_data(head + b"x" * (1024 - len(head) - 1))  # NUL would still fit
+    assert codec.events_received() == []
+    with pytest.raises(StompError) as exc:
+        codec.receive_data(b"x")
+    assert exc.value.message == "frame exceeds 1024 bytes, the limit before CONNECT"
+    assert len(codec._buf) == 0
+    assert codec.pending_frame_offset is None
+    # The byte-wise feed agrees; a default codec draws the line at 64 KiB.
+    assert error_of(head + b"x" * 1024, limits=SMALL_CONNECT) == exc.value.message
+    assert error_of(head + b"x" * (64 * 1024)) == (
+        "frame exceeds 65536 bytes, the limit before CONNECT"
+    )
+
+
+def test_connect_of_exactly_the_limit_is_accepted() -> None:
+    head = b"CONNECT\naccept-version:1.2\n\n"
+    body = b"x" * (1024 - len(head) - 1)
+    assert parse_one(head + body + b"\x00", limits=SMALL_CONNECT).body == body
+
+
+def test_connect_announcing_a_body_over_the_limit_is_refused_before_it_arrives() -> None:
+    data = b"CONNECT\naccept-version:1.2\ncontent-length:2000\n\n"
+    assert error_of(data, limits=SMALL_CONNECT) == (
+        "frame exceeds 1024 bytes, the limit before CONNECT"
+    )
+
+
+def test_connect_headers_count_against_the_limit() -> None:
+    data = b"CONNECT\nx-pad:" + b"a" * 2000
+    assert error_of(data, limits=SMALL_CONNECT) == "frame headers exceed 1024 bytes"
+    # A smaller header limit still wins.
+    limits = Limits(max_header_bytes=512, max_connect_frame=1024)
+    assert error_of(data, limits=limits) == "frame headers exceed 512 bytes"
+
+
+def test_a_frame_before_connect_is_held_to_the_same_limit() -> None:
+    assert error_of(b"SEND\n\n" + b"b" * 2000, limits=SMALL_CONNECT) == (
+        "frame exceeds 1024 bytes, the limit before CONNECT"
+    )
+
+
+def test_frames_after_connect_have_the_full_limits_even_pipelined() -> None:
+    body = b"b" * 5000
+    data = b"CONNECT\naccept-version:1.2\n\n\x00SEND\ndestination:/queue/a\n\n" + body + b"\x00"
+    for pieces in (None, one_by_one(data)):
+        events, error = feed(data, pieces, limits=SMALL_CONNECT)
+        assert error is None
+        frames = [e for e in events if isinstance(e, Frame)]
+        assert [f.command for f in frames] == ["CONNECT", "SEND"]
+        assert frames[1].body == body
+
+
+def test_a_client_codec_has_no_connect_limit() -> None:
+    body = b"m" * 5000
+    frame = parse_one(b"MESSAGE\n\n" + body + b"\x00", server=False, limits=SMALL_CONNECT)
+    assert frame.body == body
+
+
+def test_max_connect_frame_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_connect_frame"):
+        Limits(max_connect_frame=0)
+
+
+# --- pending_frame_offset: what the driver times frames by ---------------------
+
+
+def test_pending_frame_offset_names_the_frame_still_arriving() -> None:
+    codec = StompCodec()
+    assert codec.pending_frame_offset is None
+    connect = b"CONNECT\naccept-version:1.2\n\n\x00"
+    codec.receive_data(connect + b"\n")  # a frame and a heart-beat: nothing pending
+    assert codec.pending_frame_offset is None
+    codec.receive_data(b"SEND\ndestination:/queue/a\n\nabc")
+    first = codec.pending_frame_offset
+    assert first == len(connect) + 1
+    codec.receive_data(b"def")  # the same frame, still arriving
+    assert codec.pending_frame_offset == first
+    codec.receive_data(b"\x00SEND\n")  # that one done, the next begun
+    second = codec.pending_frame_offset
+    assert second is not None and second > first
+    codec.receive_data(b"\n\x00")
+    assert codec.pending_frame_offset is None
+    assert [e.command for e in codec.events_received() if isinstance(e, Frame)] == [
+        "CONNECT",
+        "SEND",
+        "SEND",
+    ]
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+def test_a_shared_message_tail_is_send_message_with_the_subscribers_headers_first(
+    version: str,
+) -> None:
+    codec = StompCodec()
+    codec.version = version
+    shared = [("message-id", "ID:host-1:1"), ("destination", "/topic/t"), ("note", "a:b")]
+    own = [("subscription", "s-1")]
+    tail = codec.encode_message_tail([*shared, ("content-length", "9")], b"body")
+    assert codec.data_to_send() == []  # encoding queues nothing
+    codec.send_message_with(codec.encode_header_lines(own), tail)
+    (fast,) = codec.data_to_send()
+    assert fast.startswith(b"MESSAGE\nsubscription:s-1\ncontent-length:4\n")
+    codec.send_message([*own, *shared], b"body")
+    slow = b"".join(codec.data_to_send())
+    # The same header lines (each escaped as this version escapes it) and body.
+    fast_head, fast_body = fast.split(b"\n\n", 1)
+    slow_head, slow_body = slow.split(b"\n\n", 1)
+    assert sorted(fast_head.split(b"\n")) == sorted(slow_head.split(b"\n"))
+    assert fast_body == slow_body == b"body\x00"
+
+
+def test_a_large_shared_tail_keeps_the_body_apart() -> None:
+    codec = StompCodec()
+    body = b"x" * (1 << 20)
+    tail = codec.encode_message_tail([("destination", "/q")], body)
+    codec.send_message_with(b"subscription:1\n", tail)
+    chunks = codec.data_to_send()
+    assert any(chunk is body for chunk in chunks)
+    assert b"".join(chunks) == (
+        b"MESSAGE\nsubscription:1\ncontent-length:1048576\ndestination:/q\n\n" + body + b"\0"
+    )
+
+
+def test_a_shared_tail_refuses_headers_the_version_cannot_carry() -> None:
+    codec = StompCodec()
+    codec.version = "1.0"
+    with pytest.raises(StompError):
+        codec.encode_message_tail([("h", "a\nforged:1")], b"")
+    with pytest.raises(StompError):
+        codec.encode_header_lines([("a:b", "v")])
+
+
+_HEADER_TEXT = st.text(alphabet=st.sampled_from("ab:\\\r\n c-é"), max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    headers=st.lists(st.tuples(_HEADER_TEXT, _HEADER_TEXT), max_size=5),
+    mode=st.sampled_from([0, 1, 2]),
+)
+def test_header_block_fast_paths_agree_with_escaping_each_header(
+    headers: list[tuple[str, str]], mode: int
+) -> None:
+    """The whole-block shortcuts of the encoder give what escaping header by header gives."""
+    from sealmq.wire.stomp.codec import _encode_header, _encode_headers
+
+    try:
+        expected = "".join(_encode_header(name, value, mode) + "\n" for name, value in headers)
+    except StompError:
+        with pytest.raises(StompError):
+            _encode_headers(headers, mode)
+        return
+    assert _encode_headers(headers, mode) == expected
+
+
+def test_message_ids_with_colons_are_escaped_from_stomp_1_1_on() -> None:
+    from sealmq.wire.stomp.codec import _encode_headers
+
+    headers = [("message-id", "ID:b-1:2:3"), ("ack", "7:ID:b-1:2:3"), ("priority", "4")]
+    assert _encode_headers(headers, 2) == (
+        "message-id:ID\\cb-1\\c2\\c3\nack:7\\cID\\cb-1\\c2\\c3\npriority:4\n"
+    )
+    assert _encode_headers(headers, 0) == "message-id:ID:b-1:2:3\nack:7:ID:b-1:2:3\npriority:4\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(receipt_id=_HEADER_TEXT, version=st.sampled_from(["1.0", "1.1", "1.2"]))
+def test_send_receipt_queues_what_send_would(receipt_id: str, version: str) -> None:
+    fast, generic = StompCodec(), StompCodec()
+    fast.version = generic.version = version
+    try:
+        generic.send(Frame("RECEIPT", (("receipt-id", receipt_id),)))
+    except StompError:
+        with pytest.raises(StompError):
+            fast.send_receipt(receipt_id)
+        return
+    fast.send_receipt(receipt_id)
+    assert fast.data_to_send() == generic.data_to_send()
+
+
+def _unescape_by_loop(text: str, table: dict[str, str]) -> str:
+    out, it = [], iter(text)
+    for ch in it:
+        if ch != "\\":
+            out.append(ch)
+            continue
+        nxt = next(it, "")
+        if nxt not in table:
+            raise StompError("undefined escape")
+        out.append(table[nxt])
+    return "".join(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("\\cnrtx:"), max_size=8), v12=st.booleans())
+def test_unescape_shortcut_agrees_with_the_definition(text: str, v12: bool) -> None:
+    from sealmq.wire.stomp.codec import _UNESCAPES_11, _UNESCAPES_12, _unescape
+
+    table = _UNESCAPES_12 if v12 else _UNESCAPES_11
+    try:
+        expected = _unescape_by_loop(text, table)
+    except StompError:
+        with pytest.raises(StompError):
+            _unescape(text, table)
+        return
+    assert _unescape(text, table) == expected

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .codec import DEFAULT_MAX_PACKET_SIZE, MqttCodec
+from .codec import DEFAULT_MAX_CONNECT_SIZE, DEFAULT_MAX_PACKET_SIZE, MqttCodec
 from .errors import ConnectReturnCode, MqttError, ReasonCode
 from .packets import (
     Auth,
@@ -28,6 +28,7 @@ from .packets import (
 from .properties import NO_PROPERTIES, Properties, PropertyId
 
 __all__ = [
+    "DEFAULT_MAX_CONNECT_SIZE",
     "DEFAULT_MAX_PACKET_SIZE",
     "NO_PROPERTIES",
     "Auth",

@@ -58,7 +58,7 @@ from .properties import (
     truncated,
 )
 
-__all__ = ["DEFAULT_MAX_PACKET_SIZE", "MqttCodec"]
+__all__ = ["DEFAULT_MAX_CONNECT_SIZE", "DEFAULT_MAX_PACKET_SIZE", "MqttCodec"]
 
 # The largest packet the wire format can express: one type byte, four bytes
 # of Remaining Length, and the largest Remaining Length (2.1.4).  That is the
@@ -66,6 +66,16 @@ __all__ = ["DEFAULT_MAX_PACKET_SIZE", "MqttCodec"]
 # the adapter passes its configured, smaller limit (and announces it to MQTT 5
 # clients as Maximum Packet Size, which counts the same bytes).
 DEFAULT_MAX_PACKET_SIZE: Final = MAX_VARIABLE_BYTE_INTEGER + 5
+
+# The largest CONNECT a server codec accepts, fixed header included.  Clients
+# send well under 1 KiB (a JWT password a few KiB, a will message more); an
+# unauthenticated peer must not make the broker hold the 256 MiB a packet may
+# otherwise reach.  Mosquitto bounds packets before login the same way.
+DEFAULT_MAX_CONNECT_SIZE: Final = 64 * 1024
+
+# Bytes after the fixed header that name a CONNECT's protocol and level:
+# length (2) + "MQIsdp" (6, the longer name) + level (1).
+_CONNECT_LEVEL_BYTES: Final = 9
 
 # The smallest packet is two bytes (PINGREQ, PINGRESP, DISCONNECT).
 _MIN_PACKET_SIZE: Final = 2
@@ -190,13 +200,18 @@ class MqttCodec:
 
     ``max_packet_size`` bounds received packets, fixed header included; a
     larger one is refused (PACKET_TOO_LARGE) as soon as its Remaining Length is
-    read.  ``peer_max_packet_size``, None until the adapter sets it from the
-    peer's MQTT 5 Maximum Packet Size, bounds what ``send`` queues.
+    read.  ``max_connect_size`` bounds a CONNECT the same way (it is sent
+    before the peer is authenticated); the refusal then knows the CONNECT's
+    protocol level when its first bytes came with the fixed header, so that an
+    MQTT 5 client can be answered with CONNACK 0x95.  ``peer_max_packet_size``,
+    None until the adapter sets it from the peer's MQTT 5 Maximum Packet Size,
+    bounds what ``send`` queues.
     """
 
     __slots__ = (
         "_buf",
         "_connected",
+        "_consumed",
         "_eof",
         "_error",
         "_events",
@@ -205,6 +220,7 @@ class MqttCodec:
         "_length",
         "_out",
         "_type",
+        "max_connect_size",
         "max_packet_size",
         "peer_max_packet_size",
         "protocol_level",
@@ -212,12 +228,21 @@ class MqttCodec:
     )
 
     def __init__(
-        self, *, server: bool = True, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+        self,
+        *,
+        server: bool = True,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_connect_size: int = DEFAULT_MAX_CONNECT_SIZE,
     ) -> None:
-        if not isinstance(max_packet_size, int) or max_packet_size < _MIN_PACKET_SIZE:
-            raise ValueError(f"max_packet_size must be an integer >= 2, not {max_packet_size!r}")
+        for name, value in (
+            ("max_packet_size", max_packet_size),
+            ("max_connect_size", max_connect_size),
+        ):
+            if not isinstance(value, int) or value < _MIN_PACKET_SIZE:
+                raise ValueError(f"{name} must be an integer >= 2, not {value!r}")
         self.server = server
         self.max_packet_size = max_packet_size
+        self.max_connect_size = max_connect_size
         self.peer_max_packet_size: int | None = None
         self.protocol_level: int | None = None
         self._buf = bytearray()
@@ -232,6 +257,8 @@ class MqttCodec:
         self._out: list[bytes] = []
         self._error: MqttError | None = None
         self._eof = False
+        # Bytes dropped from the front of _buf so far: where _buf starts in the stream.
+        self._consumed = 0
 
     # -- receiving ---------------------------------------------------------
 
@@ -270,6 +297,15 @@ class MqttCodec:
             exc = MqttError(_MALFORMED, "connection closed in the middle of a packet")
             self._fail(exc)
             raise exc
+
+    @property
+    def pending_frame_offset(self) -> int | None:
+        """Where, in the bytes received so far, the packet still arriving began.
+
+        None when no part of a packet is buffered.  The offset changes when
+        another packet starts, so a driver can time how long one packet takes.
+        """
+        return self._consumed if self._buf else None
 
     def events_received(self) -> list[Packet]:
         """Return the packets parsed so far, in order, and forget them."""
@@ -315,6 +351,37 @@ class MqttCodec:
 
         Same rules as ``send(Publish(...))``.
         """
+        self.send_encoded(
+            self.encode_publish(
+                topic,
+                payload,
+                qos,
+                packet_id=packet_id,
+                retain=retain,
+                dup=dup,
+                properties=properties,
+            )
+        )
+
+    def encode_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        *,
+        packet_id: int = 0,
+        retain: bool = False,
+        dup: bool = False,
+        properties: Properties = NO_PROPERTIES,
+    ) -> tuple[bytes, ...]:
+        """Encode a PUBLISH for this codec's protocol level without queueing it.
+
+        Returns the packet's chunks; hand them to ``send_encoded`` of this codec or
+        of any codec at the same protocol level: a message fanned out to many
+        subscribers is encoded once and the same bytes are queued for each.
+        Raises MqttError like ``send_publish``, except for the peer's maximum
+        packet size, which ``send_encoded`` checks.
+        """
         level = self.protocol_level or 4
         if qos:
             if qos != 1 and qos != 2:
@@ -335,7 +402,20 @@ class MqttCodec:
         elif not topic:
             raise MqttError(_CANNOT_ENCODE, "empty topic name")
         first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-        self._queue(first, parts, payload)
+        return self._frame(first, parts, payload)
+
+    def send_encoded(self, chunks: tuple[bytes, ...]) -> None:
+        """Queue a packet ``encode_publish`` made; the same tuple may go to many codecs.
+
+        Raises MqttError (PACKET_TOO_LARGE), queueing nothing, when the packet is
+        over ``peer_max_packet_size`` (MQTT 5 says to drop it).
+        """
+        limit = self.peer_max_packet_size
+        if limit is not None and sum(map(len, chunks)) > limit:
+            raise MqttError(
+                ReasonCode.PACKET_TOO_LARGE, "packet exceeds the peer's maximum packet size"
+            )
+        self._out.extend(chunks)
 
     def data_to_send(self) -> list[bytes]:
         """Return the queued output chunks, in order, and forget them."""
@@ -370,6 +450,7 @@ class MqttCodec:
             self._length = -1
         if pos:
             del buf[:pos]
+            self._consumed += pos
 
     def _start_packet(self, byte: int) -> None:
         """Check the first byte of a packet: type, direction, order, flags."""
@@ -434,13 +515,30 @@ class MqttCodec:
         else:
             raise MqttError(_MALFORMED, "remaining length longer than 4 bytes")
         head = i - pos
-        if head + value > self.max_packet_size:
+        size = head + value
+        if size > self.max_packet_size:
             raise MqttError(
                 ReasonCode.PACKET_TOO_LARGE, f"packet larger than {self.max_packet_size} bytes"
+            )
+        if self._type == _CONNECT and size > self.max_connect_size and self.server:
+            if n < i + _CONNECT_LEVEL_BYTES and value >= _CONNECT_LEVEL_BYTES:
+                return False  # a few bytes more tell the level to answer in
+            self._peek_connect_level(buf, i, n)
+            raise MqttError(
+                ReasonCode.PACKET_TOO_LARGE,
+                f"CONNECT larger than {self.max_connect_size} bytes",
             )
         self._head = head
         self._length = value
         return True
+
+    def _peek_connect_level(self, buf: bytearray, pos: int, n: int) -> None:
+        """Adopt the protocol level of the CONNECT starting at ``pos`` if it is a known one."""
+        if pos + 2 > n:
+            return
+        name_end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        if name_end < n and (bytes(buf[pos + 2 : name_end]), buf[name_end]) in _PROTOCOLS:
+            self.protocol_level = buf[name_end]
 
     def _parse_connect(self, buf: bytearray, pos: int, end: int) -> Connect:
         if pos + 2 > end:
@@ -705,6 +803,17 @@ class MqttCodec:
             self._out.append(head + payload if payload else head)
         else:
             self._out.extend((head, payload))
+
+    def _frame(self, first: int, parts: Sequence[bytes], payload: bytes = b"") -> tuple[bytes, ...]:
+        """A packet's chunks, as ``_queue`` would queue them, for ``send_encoded``."""
+        body = b"".join(parts)
+        remaining = len(body) + len(payload)
+        if remaining > MAX_VARIABLE_BYTE_INTEGER:
+            raise MqttError(ReasonCode.PACKET_TOO_LARGE, "packet too large for MQTT")
+        head = b"".join((bytes((first,)), encode_variable_byte_integer(remaining), body))
+        if len(payload) < _QUEUE_APART_FROM:
+            return (head + payload if payload else head,)
+        return head, payload
 
     def _encode_connect(self, packet: Connect) -> None:
         level = packet.protocol_level

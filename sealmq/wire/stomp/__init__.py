@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .codec import (
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECT_FRAME,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
     Limits,
@@ -14,6 +15,7 @@ from .frames import Frame, Heartbeat
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_CONNECT_FRAME",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_HEADER_BYTES",
     "Frame",

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from .errors import StompError
-from .frames import Frame, Heartbeat
+from .frames import Frame, Heartbeat, new_frame
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_CONNECT_FRAME",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_HEADER_BYTES",
     "Limits",
@@ -40,6 +41,13 @@ DEFAULT_MAX_BODY: Final = 100 * 1024 * 1024
 # 64 KiB leaves room for long selectors and many JMS properties, while a peer
 # that never sends the blank line can pin at most this much memory.
 DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
+
+# Largest frame a server accepts before the first CONNECT/STOMP frame, in
+# bytes, command through NUL.  Clients send a few hundred bytes there (stomp.py
+# ~100, a JWT passcode a few KiB); Mosquitto and ActiveMQ bound a connection
+# that has not logged in far below their post-login limits too.  Until the
+# peer has logged in it may pin no more than this.
+DEFAULT_MAX_CONNECT_FRAME: Final = 64 * 1024
 
 # Most header lines in one frame.  ActiveMQ (StompWireFormat MAX_HEADERS) and
 # Vert.x (DEFAULT_MAX_HEADERS) both allow 1000; a frame needing more is abuse.
@@ -107,9 +115,12 @@ class Limits:
     """Largest command + header block, in bytes, blank line included."""
     max_headers: int = DEFAULT_MAX_HEADERS
     """Most header lines in one frame."""
+    max_connect_frame: int = DEFAULT_MAX_CONNECT_FRAME
+    """Largest whole frame a server codec accepts until a CONNECT or STOMP frame
+    has been parsed, in bytes (the other limits still apply when smaller)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_body", "max_header_bytes", "max_headers"):
+        for name in ("max_body", "max_header_bytes", "max_headers", "max_connect_frame"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
@@ -137,6 +148,8 @@ class StompCodec:
         "_body_start",
         "_buf",
         "_command",
+        "_connect_limit",
+        "_consumed",
         "_content_length",
         "_eof",
         "_error",
@@ -163,6 +176,13 @@ class StompCodec:
         self._max_body = limits.max_body
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
+        # Until CONNECT: the whole frame within max_connect_frame (0 once past it).
+        self._connect_limit = 0
+        if server:
+            self._connect_limit = limits.max_connect_frame
+            self._max_header_bytes = min(limits.max_header_bytes, limits.max_connect_frame)
+        # Bytes dropped from the front of _buf so far: where _buf starts in the stream.
+        self._consumed = 0
         self._accept = _CLIENT_BY_BYTES if server else _SERVER_BY_BYTES
         self._version = "1.0"
         self._mode = _RAW
@@ -236,6 +256,15 @@ class StompCodec:
             self._fail(exc)
             raise exc
 
+    @property
+    def pending_frame_offset(self) -> int | None:
+        """Where, in the bytes received so far, the frame still arriving began.
+
+        None when no part of a frame is buffered.  The offset changes when
+        another frame starts, so a driver can time how long one frame takes.
+        """
+        return self._consumed if self._buf else None
+
     def events_received(self) -> list[Frame | Heartbeat]:
         """Return the frames and heart-beats parsed so far, in order, and forget them."""
         events = self._events
@@ -283,6 +312,70 @@ class StompCodec:
             headers = [pair for pair in headers if pair[0] != "content-length"]
         block = _encode_headers(headers, self._mode)
         self._queue(f"MESSAGE\ncontent-length:{len(body)}\n{block}\n", body)
+
+    def encode_message_tail(
+        self, headers: Sequence[tuple[str, str]], body: bytes
+    ) -> tuple[bytes, ...]:
+        """Encode the part of a MESSAGE that every subscriber gets alike, without queueing it.
+
+        That is ``content-length`` (always ``len(body)``; any in ``headers`` is
+        ignored), ``headers`` escaped for this codec's version, the blank line,
+        the body and the NUL. Hand the chunks to ``send_message_with`` of this
+        codec or of any codec at the same version, with each subscriber's own
+        headers: a message fanned out to many subscribers is encoded once.
+        Raises StompError like ``send``.
+        """
+        block = _encode_headers(headers, self._mode)
+        # A substring search over the encoded block rather than a generator over the pairs:
+        # the name is never escaped, so any content-length header shows as such a line.
+        if block.startswith("content-length:") or "\ncontent-length:" in block:
+            headers = [pair for pair in headers if pair[0] != "content-length"]
+            block = _encode_headers(headers, self._mode)
+        text = f"content-length:{len(body)}\n{block}\n"
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StompError("header text is not valid UTF-8") from None
+        if len(body) < _COPY_BODY_BELOW:
+            return (b"".join((raw, body, b"\x00")),)
+        return raw, body, b"\x00"
+
+    def encode_header_lines(self, headers: Sequence[tuple[str, str]]) -> bytes:
+        """``headers`` as lines escaped for this codec's version: for ``send_message_with``.
+
+        Raises StompError like ``send``.
+        """
+        try:
+            return _encode_headers(headers, self._mode).encode()
+        except UnicodeEncodeError:
+            raise StompError("header text is not valid UTF-8") from None
+
+    def send_message_with(self, own: bytes, tail: tuple[bytes, ...]) -> None:
+        """Queue a MESSAGE: the subscriber's ``own`` header lines, then the shared ``tail``.
+
+        ``own`` comes from ``encode_header_lines`` and ``tail`` from
+        ``encode_message_tail``, both of a codec at this version.
+        """
+        if len(tail) == 1 and len(tail[0]) < _COPY_BODY_BELOW:
+            self._out.append(b"".join((b"MESSAGE\n", own, tail[0])))
+        else:
+            self._out.append(b"MESSAGE\n" + own)
+            self._out.extend(tail)
+
+    def send_receipt(self, receipt_id: str) -> None:
+        """Queue ``RECEIPT`` for ``receipt_id``: what ``send`` of that frame would queue,
+        without a Frame (a durable SEND's answer). Raises StompError like ``send``."""
+        if self._mode == _RAW:
+            plain = "\n" not in receipt_id and receipt_id[-1:] != "\r"
+        else:
+            plain = _NEEDS_CARE.search(receipt_id) is None
+        if not plain:
+            self.send(Frame("RECEIPT", (("receipt-id", receipt_id),)))
+            return
+        try:
+            self._out.append(f"RECEIPT\nreceipt-id:{receipt_id}\n\n\x00".encode())
+        except UnicodeEncodeError:
+            raise StompError("header text is not valid UTF-8") from None
 
     def send_heartbeat(self) -> None:
         """Queue one EOL, the STOMP heart-beat."""
@@ -338,6 +431,10 @@ class StompCodec:
             if state == _HEAD:
                 if not self._find_head_end(buf, n):
                     break
+                if self._connect_limit:
+                    # What is left of the frame allowance after the headers, NUL excluded.
+                    used = self._body_start - self._frame_start + 1
+                    self._max_body = max(0, min(self.limits.max_body, self._connect_limit - used))
                 self._parse_head(buf)
                 state = _BODY
             end = self._find_body_end(buf, n)
@@ -349,6 +446,7 @@ class StompCodec:
         cut = pos if state == _IDLE else self._frame_start
         if cut:
             del buf[:cut]
+            self._consumed += cut
             if state != _IDLE:
                 self._frame_start -= cut
                 self._headers_start -= cut
@@ -388,6 +486,12 @@ class StompCodec:
         self._header_end = match.start() + 1
         self._body_start = self._scan = match.end()
         return True
+
+    def _too_big(self) -> str:
+        """The error for a body over the limit in force."""
+        if self._connect_limit and self._max_body < self.limits.max_body:
+            return f"frame exceeds {self._connect_limit} bytes, the limit before CONNECT"
+        return f"frame body exceeds {self._max_body} bytes"
 
     def _command_for(self, raw: bytes) -> str:
         command = self._accept.get(raw)
@@ -448,6 +552,8 @@ class StompCodec:
         if "content-length" in names:
             value = pairs[names.index("content-length")][1]
             content_length = _parse_content_length(value, self._max_body)
+            if content_length > self._max_body:
+                raise StompError(self._too_big())
         self._headers = tuple(pairs)
         self._content_length = content_length
 
@@ -467,13 +573,18 @@ class StompCodec:
             end = buf.find(b"\x00", self._scan, limit)
             if end < 0:
                 if n >= limit:
-                    raise StompError(f"frame body exceeds {self._max_body} bytes")
+                    raise StompError(self._too_big())
                 self._scan = n
                 return -1
         command = self._command
         assert command is not None
-        frame = Frame(command, self._headers, _take(buf, start, end))
+        frame = new_frame(command, self._headers, _take(buf, start, end))
         self._events.append(frame)
+        if self._connect_limit and command in _UNESCAPED_COMMANDS:
+            # Past CONNECT: the adapter holds later frames until the login is settled.
+            self._connect_limit = 0
+            self._max_header_bytes = self.limits.max_header_bytes
+            self._max_body = self.limits.max_body
         if self._auto_version and command in _UNESCAPED_COMMANDS:
             self._adopt_version(frame)
         return end + 1
@@ -522,6 +633,14 @@ def _declares_newer_version(lines: list[str]) -> bool:
 
 
 def _unescape(text: str, table: dict[str, str]) -> str:
+    if "\\\\" not in text:
+        # No escaped backslash: every backslash opens an escape, and undoing the common
+        # ones cannot make another. One left over is an undefined one (the loop says which).
+        quick = text.replace("\\c", ":").replace("\\n", "\n")
+        if "r" in table:
+            quick = quick.replace("\\r", "\r")
+        if "\\" not in quick:
+            return quick
     out: list[str] = []
     pos = 0
     while True:
@@ -541,6 +660,7 @@ def _unescape(text: str, table: dict[str, str]) -> str:
 
 
 def _parse_content_length(value: str, max_body: int) -> int:
+    """The declared length; one more than ``max_body`` for any larger number."""
     # isdigit() alone admits other scripts' digits; int() would also take
     # spaces, '+' and '_', and refuses strings of over 4300 digits.
     if value.isdigit() and value.isascii():
@@ -549,9 +669,7 @@ def _parse_content_length(value: str, max_body: int) -> int:
         else:
             digits = value.lstrip("0")
             length = int(digits) if len(digits) <= 18 else max_body + 1
-        if length > max_body:
-            raise StompError(f"frame body exceeds {max_body} bytes")
-        return length
+        return min(length, max_body + 1)
     if value[:1] == "-" and value[1:].isdigit() and value[1:].isascii():
         raise StompError("content-length is negative")
     raise StompError("content-length is not a number")
@@ -564,16 +682,30 @@ def _encode_headers(headers: Sequence[tuple[str, str]], mode: int) -> str:
     # of the whole block (one ':' and one LF per header, no CR or backslash,
     # no line starting with ':') instead of testing every name and value.
     count = len(headers)
-    if (
-        block.count(":") == count
-        and block.count("\n") == count
-        and "\\" not in block
-        and "\r" not in block
-        and "\n:" not in block
-        and block[:1] != ":"
-    ):
-        return block
+    if block.count("\n") == count and "\\" not in block and "\r" not in block:
+        colons = block.count(":")
+        if colons == count and "\n:" not in block and block[:1] != ":":
+            return block
+        if colons > count and mode != _RAW:
+            # The other usual case from 1.1 on: ':' in values only (ActiveMQ-style
+            # message ids, ack ids, times). Escaped, the values hold no ':', so one
+            # per line proves that no name held one either.
+            block = "".join(
+                [
+                    f"{name}:{value.replace(':', _ESCAPED_COLON)}\n"
+                    if ":" in value
+                    else f"{name}:{value}\n"
+                    for name, value in headers
+                ]
+            )
+            if block.count(":") == count and "\n:" not in block and block[:1] != ":":
+                return block
     return "".join([_encode_header(name, value, mode) + "\n" for name, value in headers])
+
+
+_ESCAPED_COLON: Final = "\\c"
+# What a header value may need escaped from STOMP 1.1 on.
+_NEEDS_CARE: Final = re.compile(r"[\\:\r\n]")
 
 
 def _encode_header(name: str, value: str, mode: int) -> str:

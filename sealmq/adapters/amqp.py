@@ -1,0 +1,1398 @@
+"""AMQP 1.0: our SASL layer in front of Qpid Proton's protocol engine, driven sans-IO.
+
+The listener owns TLS; this session sees clear bytes. They go first to
+:class:`_Sasl` (PLAIN against the broker's users, EXTERNAL from the TLS client
+certificate, ANONYMOUS only when the broker allows anonymous access: the PyPI
+build of Proton has no Cyrus SASL and its built-in server offers neither PLAIN
+nor our user store), then, once the client is authenticated, to a server
+:class:`proton.Transport` bound to a :class:`proton.Connection`. Every batch of
+bytes in is followed by a pass over the engine's events (:meth:`AmqpSession._pump`),
+which maps links onto core consumers and producers, and the engine's output is
+what :meth:`data_to_send` hands the driver. ``docs/amqp.md`` has the mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from proton import (
+    Collector,
+    Condition,
+    Data,
+    Delivery,
+    Described,
+    Disposition,
+    Event,
+    Link,
+    Terminus,
+    Transport,
+    symbol,
+    ulong,
+)
+from proton import Connection as AmqpConnection
+from proton import (
+    Message as AmqpMessage,
+)
+from proton import byte as amqp_byte
+from proton import char as amqp_char
+from proton import float32 as amqp_float32
+from proton import int32 as amqp_int32
+from proton import short as amqp_short
+from proton import timestamp as amqp_timestamp
+
+from sealmq.adapters.base import Authenticator
+from sealmq.adapters.base import Link as DriverLink
+from sealmq.core.authorization import Permission
+from sealmq.core.bodies import decode_map, decode_stream, encode_map, encode_stream
+from sealmq.core.broker import Broker
+from sealmq.core.connection import Connection, SubscribeOptions
+from sealmq.core.consumers import AckMode, Consumer, Entry, Outcome
+from sealmq.core.errors import (
+    AuthorizationError,
+    BrokerError,
+    DestinationError,
+    LimitError,
+    SubscriptionError,
+    TransactionError,
+)
+from sealmq.core.model import (
+    BodyKind,
+    Byte,
+    Char,
+    Destination,
+    DestinationKind,
+    Float32,
+    Int,
+    Message,
+    PropertyValue,
+    Short,
+    Symbol,
+    Timestamp,
+)
+from sealmq.core.session import Session as CoreSession
+
+__all__ = ["AmqpSession"]
+
+log = logging.getLogger("sealmq.amqp")
+
+AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
+SASL_HEADER = b"AMQP\x03\x01\x00\x00"
+_FRAME = struct.Struct(">IBBH")  # size, doff, type, channel
+_SASL_FRAME_TYPE = 1
+#: SASL frames are small (a user name and password); more is not a login.
+_MAX_SASL_FRAME = 64 * 1024
+_SASL_MECHANISMS = 0x40
+_SASL_INIT = 0x41
+_SASL_OUTCOME = 0x44
+_SASL_OK, _SASL_AUTH, _SASL_SYS_PERM = 0, 1, 3
+
+#: Link credit the broker grants a client's sender link, topped up as messages are
+#: accepted (so at most this many are unconfirmed per link).
+SENDER_CREDIT = 500
+#: The largest AMQP frame this broker accepts and announces.
+MAX_FRAME_SIZE = 1024 * 1024
+CHANNEL_MAX = 32767
+#: The idle time-out the broker announces (seconds); the client's is honoured too.
+IDLE_TIMEOUT = 60.0
+
+_QUEUE_PREFIXES = ("queue://", "queue:")
+_TOPIC_PREFIXES = ("topic://", "topic:")
+_TEMP_QUEUE_PREFIX = "temp-queue://"
+_TEMP_TOPIC_PREFIX = "temp-topic://"
+#: Transactions (AMQP 1.0 part 4): the coordinator's control messages and states.
+_DECLARE, _DECLARE_CODE = symbol("amqp:declare:list"), 0x31
+_DISCHARGE, _DISCHARGE_CODE = symbol("amqp:discharge:list"), 0x32
+_DECLARED = 0x33
+_TRANSACTIONAL_STATE = 0x34
+_ACCEPTED_CODE = 0x24
+_SELECTOR_FILTER = symbol("apache.org:selector-filter:string")
+_SELECTOR_CODE = 0x0000468C00000004
+_ANNOTATIONS = "amqp"
+#: Marks a body that is an AMQP-encoded amqp-value of a type the core has no body for.
+_AMQP_VALUE = "amqp-value"
+#: Message annotations Qpid JMS and ActiveMQ use to say what a message is.
+_JMS_MSG_TYPE = symbol("x-opt-jms-msg-type")
+_JMS_DEST = symbol("x-opt-jms-dest")
+_JMS_TYPES = {
+    BodyKind.EMPTY: 0,
+    BodyKind.OBJECT: 1,
+    BodyKind.MAP: 2,
+    BodyKind.BYTES: 3,
+    BodyKind.STREAM: 4,
+    BodyKind.TEXT: 5,
+}
+
+
+class _Refused(Exception):
+    """A link or transfer refused with an AMQP error condition."""
+
+    def __init__(self, condition: str, description: str) -> None:
+        super().__init__(description)
+        self.condition = condition
+        self.description = description
+
+
+def _condition_of(exc: BrokerError) -> str:
+    if isinstance(exc, AuthorizationError):
+        return "amqp:unauthorized-access"
+    if isinstance(exc, LimitError):
+        return "amqp:resource-limit-exceeded"
+    if isinstance(exc, DestinationError):
+        return "amqp:not-found"
+    if isinstance(exc, SubscriptionError | TransactionError):
+        return "amqp:invalid-field"
+    return "amqp:internal-error"
+
+
+# ------------------------------------------------------------------------ SASL
+
+
+def _sasl_frame(descriptor: int, put: Callable[[Data], None]) -> bytes:
+    data = Data()
+    data.put_described()
+    data.enter()
+    data.put_ulong(descriptor)
+    data.put_list()
+    data.enter()
+    put(data)
+    data.exit()
+    data.exit()
+    body = bytes(data.encode())
+    return _FRAME.pack(_FRAME.size + len(body), 2, _SASL_FRAME_TYPE, 0) + body
+
+
+def _mechanisms_frame(mechanisms: list[str]) -> bytes:
+    def put(data: Data) -> None:
+        data.put_array(False, Data.SYMBOL)
+        data.enter()
+        for name in mechanisms:
+            data.put_symbol(symbol(name))
+        data.exit()
+
+    return _sasl_frame(_SASL_MECHANISMS, put)
+
+
+def _outcome_frame(code: int) -> bytes:
+    return _sasl_frame(_SASL_OUTCOME, lambda data: data.put_ubyte(code))
+
+
+class _SaslError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _SaslInit:
+    mechanism: str
+    response: bytes
+
+
+def _parse_sasl_init(body: bytes) -> _SaslInit:
+    data = Data()
+    try:
+        data.decode(body)
+        data.rewind()
+        data.next()
+        described = data.get_object()
+    except Exception:
+        raise _SaslError("malformed SASL frame") from None
+    descriptor = getattr(described, "descriptor", None)
+    fields = getattr(described, "value", None)
+    if descriptor != _SASL_INIT or not isinstance(fields, list) or not fields:
+        raise _SaslError("expected sasl-init")
+    mechanism = fields[0]
+    response = fields[1] if len(fields) > 1 else None
+    if not isinstance(mechanism, str):
+        raise _SaslError("sasl-init names no mechanism")
+    if response is None:
+        response = b""
+    if not isinstance(response, bytes | memoryview):
+        raise _SaslError("sasl-init's initial response is not binary")
+    return _SaslInit(str(mechanism), bytes(response))
+
+
+# ------------------------------------------------------------------------ values
+
+
+def _to_core_value(value: Any) -> PropertyValue:
+    """An application-property value as the core types it."""
+    if value is None or isinstance(value, bool | str | bytes | uuid.UUID):
+        if isinstance(value, symbol):
+            return Symbol(value)
+        if isinstance(value, amqp_char):
+            return Char(value)
+        return value
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, amqp_byte):
+        return Byte(value)
+    if isinstance(value, amqp_short):
+        return Short(value)
+    if isinstance(value, amqp_int32):
+        return Int(value)
+    if isinstance(value, amqp_timestamp):
+        return Timestamp(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, amqp_float32):
+        return Float32(value)
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"unsupported property type {type(value).__name__}")
+
+
+def _to_amqp_value(value: PropertyValue) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, Byte):
+        return amqp_byte(value)
+    if isinstance(value, Short):
+        return amqp_short(value)
+    if isinstance(value, Int):
+        return amqp_int32(value)
+    if isinstance(value, Timestamp):
+        return amqp_timestamp(value)
+    if isinstance(value, Float32):
+        return amqp_float32(value)
+    if isinstance(value, Symbol):
+        return symbol(value)
+    if isinstance(value, Char):
+        return amqp_char(value)
+    if isinstance(value, int | float | str | bytes | uuid.UUID):
+        return value
+    return str(value)  # a Decimal: AMQP decimals are not mapped (docs/amqp.md)
+
+
+def _message_id(value: Any) -> str | bytes | int | uuid.UUID | None:
+    if value is None or isinstance(value, str | int | uuid.UUID):
+        return value if not isinstance(value, symbol) else str(value)
+    if isinstance(value, bytes | memoryview):
+        return bytes(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------------ links
+
+
+@dataclass(slots=True, eq=False)
+class _Incoming:
+    """A client's sender link: the broker receives on it."""
+
+    link: Link
+    destination: Destination | None
+    #: Deliveries received, not yet settled, in order.
+    unsettled: int = 0
+    #: Bytes of the transfer still arriving (multi-frame messages).
+    partial: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Outgoing:
+    """A client's receiver link: the broker sends on it, from one core consumer."""
+
+    link: Link
+    consumer: Consumer | None = None
+    presettled: bool = False
+    #: Delivery tag -> core message id, for the client's dispositions.
+    in_flight: dict[str, str] = field(default_factory=dict)
+    durable: bool = False
+    next_tag: int = 0
+
+
+class AmqpSession:
+    """One AMQP 1.0 connection: SASL, then the engine; links onto the core."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        authenticator: Authenticator,
+        *,
+        anonymous: bool = False,
+        max_message_size: int = 100 * 1024 * 1024,
+    ) -> None:
+        self.broker = broker
+        self.authenticator = authenticator
+        self.anonymous = anonymous
+        self.max_message_size = max_message_size
+        self.link: DriverLink | None = None
+        self.connection: Connection | None = None
+        self._principal: Any = None
+        self._out: list[bytes] = []
+        self._sasl_buffer = bytearray()
+        #: "header" (waiting for the client's protocol header), "init", "login"
+        #: (authenticating), "amqp" (the engine has the bytes), "closed".
+        self._phase = "header"
+        self._held = bytearray()  # bytes after the sasl-init, while logging in
+        self._transport: Transport | None = None
+        self._engine: AmqpConnection | None = None
+        self._collector: Collector | None = None
+        self._core_session: CoreSession | None = None
+        self._incoming: dict[Link, _Incoming] = {}
+        self._outgoing: dict[Link, _Outgoing] = {}
+        self._ids = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._temp: list[Destination] = []
+        self._closing = False
+        self._eof = False
+        #: Coordinator links (transactions), and the transactions they declared.
+        self._coordinators: set[Link] = set()
+        self._transactions: set[bytes] = set()
+
+    # ----------------------------------------------------------------- driver side
+
+    def connection_made(self, link: DriverLink) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == "amqp":
+            self._push(data)
+            return
+        if self._phase in ("closed",):
+            return
+        if self._phase == "login":
+            self._held += data
+            return
+        self._sasl_buffer += data
+        self._sasl_step()
+
+    def eof_received(self) -> None:
+        self._eof = True
+        if self._transport is not None and self._phase == "amqp":
+            with contextlib.suppress(Exception):
+                self._transport.close_tail()
+            self._pump()
+        self._close_core()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._close_core()
+        self._phase = "closed"
+        self.link = None
+
+    def data_to_send(self) -> list[bytes]:
+        transport = self._transport
+        if transport is not None:
+            while True:
+                try:
+                    pending = transport.pending()
+                except Exception:
+                    break
+                if pending <= 0:
+                    break
+                chunk = transport.peek(pending)
+                if not chunk:
+                    break
+                transport.pop(len(chunk))
+                self._out.append(bytes(chunk))
+        out, self._out = self._out, []
+        return out
+
+    def pause_writing(self) -> None:
+        for state in self._outgoing.values():
+            if state.consumer is not None:
+                state.consumer.paused = True
+
+    def resume_writing(self) -> None:
+        if self.connection is None:
+            return
+        for state in list(self._outgoing.values()):
+            if state.consumer is not None and not state.consumer.closed:
+                self.connection.resume(state.consumer)
+
+    def shutdown(self, reason: str) -> None:
+        self._close_connection("amqp:connection:forced", reason)
+
+    def abort_slow_consumer(self, reason: str) -> None:
+        self.shutdown(reason)
+
+    def pending_frame_offset(self) -> int | None:
+        # Proton buffers partial frames itself; before it, a partial SASL frame.
+        if self._phase in ("header", "init") and self._sasl_buffer:
+            return 0
+        return None
+
+    def deadline_expired(self, reason: str) -> None:
+        if self._phase == "amqp":
+            self._close_connection("amqp:resource-limit-exceeded", reason)
+        else:
+            self._drop(reason)
+
+    # ----------------------------------------------------------------- SASL
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if self.link is not None:
+            self.link.schedule_flush(len(data))
+
+    def _drop(self, reason: str) -> None:
+        """Close before the engine has the connection (SASL phase)."""
+        if self._phase == "closed":
+            return
+        log.info("AMQP connection from %s closed: %s", self._peer(), reason)
+        self._phase = "closed"
+        self._close_core()
+        if self.link is not None:
+            self.link.close()
+
+    def _peer(self) -> str:
+        return self.link.peer if self.link is not None else "?"
+
+    def _mechanisms(self) -> list[str]:
+        names = []
+        if self.link is not None and self.link.peer_certificate is not None:
+            names.append("EXTERNAL")
+        names.append("PLAIN")
+        if self.anonymous:
+            names.append("ANONYMOUS")
+        return names
+
+    def _sasl_step(self) -> None:
+        buf = self._sasl_buffer
+        if self._phase == "header":
+            if len(buf) < 8:
+                if not SASL_HEADER.startswith(bytes(buf)) and not AMQP_HEADER.startswith(
+                    bytes(buf)
+                ):
+                    self._bad_header()
+                return
+            header = bytes(buf[:8])
+            if header == AMQP_HEADER:
+                # No SASL: only an anonymous client, and only where that is allowed.
+                if not self.anonymous:
+                    self._write(SASL_HEADER)
+                    self._drop("the client skipped SASL; authentication is required")
+                    return
+                rest = bytes(buf)
+                buf.clear()
+                self._phase = "login"
+                self._held += rest[8:]
+                self._login("ANONYMOUS", b"", header=rest[:8])
+                return
+            if header != SASL_HEADER:
+                self._bad_header()
+                return
+            del buf[:8]
+            self._write(SASL_HEADER + _mechanisms_frame(self._mechanisms()))
+            self._phase = "init"
+        if len(buf) < _FRAME.size:
+            return
+        size, doff, frame_type, _ = _FRAME.unpack_from(buf)
+        if size > _MAX_SASL_FRAME or size < _FRAME.size or doff < 2 or doff * 4 > size:
+            self._write(_outcome_frame(_SASL_SYS_PERM))
+            self._drop("malformed SASL frame")
+            return
+        if len(buf) < size:
+            return
+        if frame_type != _SASL_FRAME_TYPE:
+            self._write(_outcome_frame(_SASL_SYS_PERM))
+            self._drop("expected a SASL frame")
+            return
+        body = bytes(buf[doff * 4 : size])
+        rest = bytes(buf[size:])
+        buf.clear()
+        try:
+            init = _parse_sasl_init(body)
+        except _SaslError as exc:
+            self._write(_outcome_frame(_SASL_SYS_PERM))
+            self._drop(str(exc))
+            return
+        self._phase = "login"
+        self._held += rest
+        self._login(init.mechanism, init.response)
+
+    def _bad_header(self) -> None:
+        # The spec's answer to a header it does not speak: the one it does, then close.
+        self._write(SASL_HEADER)
+        self._drop("not an AMQP 1.0 protocol header")
+
+    def _login(self, mechanism: str, response: bytes, header: bytes | None = None) -> None:
+        if self.link is not None:
+            self.link.pause_reading()
+        task = asyncio.ensure_future(self._authenticate(mechanism, response, header))
+        task.add_done_callback(_log_task_failure)
+
+    async def _authenticate(self, mechanism: str, response: bytes, header: bytes | None) -> None:
+        link = self.link
+        if link is None:
+            return
+        username: str | None = None
+        password: str | None = None
+        certificate = None
+        if mechanism == "PLAIN":
+            parts = response.split(b"\x00")
+            if len(parts) != 3:
+                self._refuse_login("PLAIN", None, sasl=header is None)
+                return
+            try:
+                username = parts[1].decode("utf-8")
+                password = parts[2].decode("utf-8")
+            except UnicodeDecodeError:
+                self._refuse_login("PLAIN", None, sasl=header is None)
+                return
+        elif mechanism == "EXTERNAL":
+            certificate = link.peer_certificate
+            if certificate is None:
+                self._refuse_login("EXTERNAL", None, sasl=True)
+                return
+            username = response.decode("utf-8", "replace") or None
+        elif mechanism != "ANONYMOUS" or not self.anonymous:
+            self._refuse_login(mechanism, None, sasl=header is None)
+            return
+        principal = await self.authenticator.authenticate_async(
+            username, password, certificate, link.peer
+        )
+        if self._phase == "closed" or self.link is None:
+            return
+        if principal is None:
+            self._refuse_login(mechanism, username, sasl=header is None)
+            return
+        self._principal = replace(principal, certificate=link.peer_certificate)
+        if header is None:
+            self._write(_outcome_frame(_SASL_OK))
+        link.logged_in()
+        self._start_engine()
+        held = bytes(self._held)
+        self._held.clear()
+        link.resume_reading()
+        self._push((header or b"") + held)
+
+    def _refuse_login(self, mechanism: str, username: str | None, *, sasl: bool) -> None:
+        log.info("AMQP login refused for %r (%s) from %s", username or "", mechanism, self._peer())
+        if sasl:
+            self._write(_outcome_frame(_SASL_AUTH))
+        self._drop("authentication failed")
+
+    # ----------------------------------------------------------------- the engine
+
+    def _start_engine(self) -> None:
+        transport = Transport(Transport.SERVER)
+        transport.max_frame_size = MAX_FRAME_SIZE
+        transport.channel_max = CHANNEL_MAX
+        transport.idle_timeout = IDLE_TIMEOUT
+        engine = AmqpConnection()
+        collector = Collector()
+        engine.collect(collector)
+        transport.bind(engine)
+        engine.container = self.broker.broker_id
+        self._transport, self._engine, self._collector = transport, engine, collector
+        self._phase = "amqp"
+
+    def _push(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or not data:
+            self._pump()
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                capacity = transport.capacity()
+            except Exception:
+                capacity = -1
+            if capacity <= 0:
+                break
+            chunk = view[:capacity]
+            try:
+                transport.push(bytes(chunk))
+            except Exception:
+                capacity = -1
+                break
+            view = view[len(chunk) :]
+            self._pump()
+        self._pump()
+
+    def _pump(self) -> None:
+        """Handle the engine's events, then have its output written."""
+        collector = self._collector
+        if collector is None:
+            return
+        while True:
+            event = collector.peek()
+            if event is None:
+                break
+            try:
+                self._handle(event)
+            except _Refused as exc:
+                self._close_connection(exc.condition, exc.description)
+            except BrokerError as exc:
+                self._close_connection(_condition_of(exc), str(exc))
+            collector.pop()
+        self._schedule_tick()
+        if self.link is not None:
+            self.link.schedule_flush()
+
+    def _schedule_tick(self) -> None:
+        transport = self._transport
+        if transport is None or self.link is None or self._timer is not None:
+            return
+        try:
+            deadline = transport.tick(time.monotonic())
+        except Exception:
+            return
+        if deadline > 0:
+            self._timer = self.link.call_later(max(0.0, deadline - time.monotonic()), self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._timer = None
+        if self._transport is None or self._phase != "amqp":
+            return
+        self._pump()
+
+    def _close_connection(self, condition: str, description: str) -> None:
+        engine = self._engine
+        if engine is None:
+            self._drop(description)
+            return
+        if self._closing:
+            return
+        self._closing = True
+        log.info("AMQP connection from %s closed: %s", self._peer(), description)
+        engine.condition = Condition(condition, description)
+        engine.close()
+        self._close_core()
+        if self.link is not None:
+            self.link.schedule_flush()
+            self.link.close()
+
+    def _handle(self, event: Any) -> None:
+        kind = event.type
+        if kind is Event.CONNECTION_REMOTE_OPEN:
+            self._open(event.connection)
+        elif kind is Event.SESSION_REMOTE_OPEN:
+            event.session.incoming_capacity = 4 * MAX_FRAME_SIZE
+            event.session.open()
+        elif kind is Event.LINK_REMOTE_OPEN:
+            self._attach(event.link)
+        elif kind is Event.LINK_FLOW:
+            self._flow(event.link)
+        elif kind is Event.DELIVERY:
+            delivery = event.delivery
+            if delivery.link.is_receiver:
+                self._received(delivery)
+            else:
+                self._disposition(delivery)
+        elif kind is Event.LINK_REMOTE_CLOSE or kind is Event.LINK_REMOTE_DETACH:
+            self._detach(event.link, closed=kind is Event.LINK_REMOTE_CLOSE)
+        elif kind is Event.SESSION_REMOTE_CLOSE:
+            for link in list(self._incoming) + list(self._outgoing):
+                if link.session is event.session:
+                    self._detach(link, closed=False)
+            event.session.close()
+        elif kind is Event.CONNECTION_REMOTE_CLOSE:
+            self._close_core()
+            event.connection.close()
+            # Our close answers the client's: written, then the socket closes.
+            self._closing = True
+            if self.link is not None:
+                self.link.schedule_flush()
+                self.link.close()
+        elif kind is Event.TRANSPORT_ERROR:
+            condition = event.transport.condition
+            log.info(
+                "AMQP connection from %s: %s",
+                self._peer(),
+                condition.description if condition else "transport error",
+            )
+            # Proton has queued its close frame with the condition: write it, then close.
+            self._close_core()
+            self._closing = True
+            if self.link is not None:
+                self.link.schedule_flush()
+                self.link.close()
+        elif kind is Event.TRANSPORT_TAIL_CLOSED and not self._closing and not self._eof:
+            # The engine stopped reading (an unknown performative, a frame it could not
+            # take) without an error of its own: close with one.
+            self._close_connection(
+                "amqp:decode-error", "a frame the broker could not decode; closing"
+            )
+        elif kind is Event.TRANSPORT_CLOSED:
+            self._close_core()
+            if self.link is not None:
+                self.link.close()
+
+    def _open(self, engine: AmqpConnection) -> None:
+        container = engine.remote_container or None
+        assert self._principal is not None
+        try:
+            self.connection = self.broker.connect(
+                client_id=container,
+                principal=self._principal,
+                peer=self._peer(),
+                takeover=False,
+            )
+        except BrokerError as exc:
+            engine.condition = Condition(_condition_of(exc), str(exc))
+            engine.open()
+            engine.close()
+            return
+        self._core_session = self.connection.create_session("amqp")
+        engine.offered_capabilities = [symbol("ANONYMOUS-RELAY"), symbol("DELAYED_DELIVERY")]
+        engine.open()
+
+    # ----------------------------------------------------------------- addresses
+
+    def _destination(self, address: str | None, capabilities: list[str]) -> Destination:
+        if not address:
+            raise _Refused("amqp:invalid-field", "the link names no address")
+        for prefix in _QUEUE_PREFIXES:
+            if address.startswith(prefix):
+                return Destination.queue(address[len(prefix) :])
+        for prefix in _TOPIC_PREFIXES:
+            if address.startswith(prefix):
+                return Destination.topic(address[len(prefix) :])
+        if address.startswith(_TEMP_QUEUE_PREFIX):
+            return Destination(DestinationKind.TEMP_QUEUE, address[len(_TEMP_QUEUE_PREFIX) :])
+        if address.startswith(_TEMP_TOPIC_PREFIX):
+            return Destination(DestinationKind.TEMP_TOPIC, address[len(_TEMP_TOPIC_PREFIX) :])
+        if "topic" in capabilities:
+            return Destination.topic(address)
+        if "temporary-queue" in capabilities:
+            return Destination(DestinationKind.TEMP_QUEUE, address)
+        if "temporary-topic" in capabilities:
+            return Destination(DestinationKind.TEMP_TOPIC, address)
+        return Destination.queue(address)
+
+    @staticmethod
+    def _address(destination: Destination) -> str:
+        return str(destination)
+
+    @staticmethod
+    def _capabilities(terminus: Terminus) -> list[str]:
+        data = terminus.capabilities
+        if data is None:
+            return []
+        data.rewind()
+        names: list[str] = []
+        try:
+            while data.next() is not None:
+                value = data.get_object()
+                if isinstance(value, str):
+                    names.append(str(value))
+                elif isinstance(value, list | tuple):
+                    names.extend(str(v) for v in value)
+                elif hasattr(value, "elements"):
+                    names.extend(str(v) for v in value.elements)
+        except Exception:
+            return names
+        return names
+
+    # ----------------------------------------------------------------- links
+
+    def _attach(self, link: Link) -> None:
+        try:
+            if link.is_receiver:
+                self._attach_incoming(link)
+            else:
+                self._attach_outgoing(link)
+        except (_Refused, BrokerError) as exc:
+            if isinstance(exc, _Refused):
+                condition, description = exc.condition, exc.description
+            else:
+                condition, description = _condition_of(exc), str(exc)
+            log.info("AMQP link %r refused: %s", link.name, description)
+            # The spec's refusal: attach with no terminus, then detach with the error.
+            if link.is_receiver:
+                link.source.copy(link.remote_source)
+            else:
+                link.target.copy(link.remote_target)
+            link.open()
+            link.condition = Condition(condition, description)
+            link.close()
+
+    def _attach_incoming(self, link: Link) -> None:
+        assert self.connection is not None
+        remote = link.remote_target
+        if remote.type == Terminus.COORDINATOR:
+            link.source.copy(link.remote_source)
+            link.target.type = Terminus.COORDINATOR
+            link.target.copy(remote)
+            link.open()
+            self._coordinators.add(link)
+            link.flow(SENDER_CREDIT)
+            return
+        destination = None
+        if remote.address:
+            destination = self._target(remote.address, self._capabilities(remote))
+            self.connection.authorize(Permission.WRITE, destination)
+        link.source.copy(link.remote_source)
+        link.target.copy(remote)
+        if link.remote_snd_settle_mode == Link.SND_SETTLED:
+            link.snd_settle_mode = Link.SND_SETTLED
+        link.rcv_settle_mode = Link.RCV_FIRST
+        link.open()
+        self._incoming[link] = _Incoming(link, destination)
+        link.flow(SENDER_CREDIT)
+
+    def _target(self, address: str, capabilities: list[str]) -> Destination:
+        destination = self._destination(address, capabilities)
+        if destination.is_temporary:
+            assert self.connection is not None
+            destination = self._known_temp(destination)
+        return destination
+
+    def _known_temp(self, destination: Destination) -> Destination:
+        return destination
+
+    def _attach_outgoing(self, link: Link) -> None:
+        assert self.connection is not None and self._core_session is not None
+        remote = link.remote_source
+        capabilities = self._capabilities(remote)
+        if remote.dynamic:
+            made = self.connection.create_temp_queue(f"amqp-{self._next_id()}")
+            self._temp.append(made)
+            destination = made
+        else:
+            destination = self._destination(remote.address, capabilities)
+        selector = self._selector(remote)
+        browse = remote.distribution_mode == Terminus.DIST_MODE_COPY and destination.is_queue
+        durable_name = None
+        if (
+            destination.is_topic
+            and not destination.is_temporary
+            and (
+                remote.durability != Terminus.NONDURABLE
+                or remote.expiry_policy == Terminus.EXPIRE_NEVER
+            )
+        ):
+            durable_name = link.name
+            if self.connection.client_id is None:
+                raise _Refused(
+                    "amqp:invalid-field",
+                    "a durable subscription needs the connection's container id",
+                )
+        state = _Outgoing(link, durable=durable_name is not None)
+        state.presettled = link.remote_snd_settle_mode == Link.SND_SETTLED
+        options = SubscribeOptions(
+            tag=state,
+            ack_mode=AckMode.INDIVIDUAL,
+            prefetch=0,
+            durable_name=durable_name,
+            selector=selector,
+            browse=browse,
+            on_drained=self._drained,
+            on_browse_end=self._browse_end,
+        )
+        consumer = self._core_session.subscribe(
+            f"amqp-{self._next_id()}", destination, self, options
+        )
+        state.consumer = consumer
+        self._outgoing[link] = state
+        link.source.copy(remote)
+        if remote.dynamic:
+            link.source.address = self._address(destination)
+        link.target.copy(link.remote_target)
+        if state.presettled:
+            link.snd_settle_mode = Link.SND_SETTLED
+        link.open()
+        if link.credit:
+            self.connection.flow(consumer, link.credit, drain=link.drain_mode)
+
+    def _selector(self, source: Terminus) -> str | None:
+        data = source.filter
+        if data is None:
+            return None
+        data.rewind()
+        try:
+            if data.next() is None:
+                return None
+            filters = data.get_object()
+        except Exception:
+            raise _Refused("amqp:decode-error", "the source's filter does not decode") from None
+        if not isinstance(filters, dict):
+            return None
+        for key, value in filters.items():
+            descriptor = getattr(value, "descriptor", None)
+            if (
+                key == _SELECTOR_FILTER
+                or str(key) == "jms-selector"
+                or descriptor
+                in (
+                    _SELECTOR_FILTER,
+                    _SELECTOR_CODE,
+                )
+            ):
+                text = getattr(value, "value", value)
+                if isinstance(text, str):
+                    return str(text)
+        return None
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def _flow(self, link: Link) -> None:
+        state = self._outgoing.get(link)
+        if state is None or state.consumer is None or self.connection is None:
+            return
+        self.connection.flow(state.consumer, link.credit, drain=link.drain_mode)
+
+    def _drained(self, consumer: Consumer) -> None:
+        state = consumer.tag
+        if isinstance(state, _Outgoing):
+            state.link.drained()
+            if self.link is not None:
+                self.link.schedule_flush()
+
+    def _browse_end(self, consumer: Consumer) -> None:
+        state = consumer.tag
+        if isinstance(state, _Outgoing) and state.link.drain_mode:
+            state.link.drained()
+
+    def _detach(self, link: Link, *, closed: bool) -> None:
+        incoming = self._incoming.pop(link, None)
+        state = self._outgoing.pop(link, None)
+        if state is not None and state.consumer is not None and self.connection is not None:
+            consumer = state.consumer
+            with contextlib.suppress(BrokerError):
+                self.connection.unsubscribe(consumer.id)
+            if closed and state.durable:
+                with contextlib.suppress(BrokerError):
+                    self.connection.remove_durable(link.name)
+        del incoming
+        if closed:
+            link.close()
+        else:
+            link.detach()
+
+    # ----------------------------------------------------------------- sending (to us)
+
+    def _received(self, delivery: Delivery) -> None:
+        link = delivery.link
+        if link in self._coordinators:
+            if delivery.readable and not delivery.partial:
+                self._control(delivery, link)
+            return
+        state = self._incoming.get(link)
+        if state is None or not delivery.readable:
+            return
+        if delivery.partial:
+            state.partial = delivery.pending
+            if state.partial > self.max_message_size:
+                raise _Refused(
+                    "amqp:link:message-size-exceeded",
+                    f"message larger than {self.max_message_size} bytes",
+                )
+            return
+        encoded = link.recv(delivery.pending)
+        link.advance()
+        state.partial = 0
+        presettled = delivery.settled
+        try:
+            message = self._to_core(encoded or b"", state)
+        except _Refused as exc:
+            self._settle_incoming(delivery, link, Disposition.REJECTED, exc)
+            return
+        except Exception as exc:
+            self._settle_incoming(
+                delivery, link, Disposition.REJECTED, _Refused("amqp:decode-error", str(exc))
+            )
+            return
+        assert self.connection is not None
+        txn = _transaction_of(delivery)
+        try:
+            if txn is not None:
+                self._check_transaction(txn)
+            future = self.connection.send(message, _tx_key(txn) if txn is not None else None)
+        except (BrokerError, _Refused) as exc:
+            refused = exc if isinstance(exc, _Refused) else _Refused(_condition_of(exc), str(exc))
+            self._settle_incoming(delivery, link, Disposition.REJECTED, refused)
+            return
+        if txn is not None:
+            # Accepted within the transaction; it is durable only at the discharge.
+            delivery.local.data = [txn, Described(ulong(_ACCEPTED_CODE), [])]  # type: ignore[list-item]
+            delivery.update(_TRANSACTIONAL_STATE)
+            delivery.settle()
+            self._credit(link)
+            return
+        if presettled:
+            if future is not None:
+                future.add_done_callback(_consume_failure)
+            delivery.settle()
+            self._credit(link)
+            return
+        if future is None:
+            self._settle_incoming(delivery, link, Disposition.ACCEPTED, None)
+            return
+
+        def durable(done: asyncio.Future[None]) -> None:
+            if self._phase != "amqp" or self._closing:
+                return
+            exc = None if done.cancelled() else done.exception()
+            if exc is None:
+                self._settle_incoming(delivery, link, Disposition.ACCEPTED, None)
+            else:
+                self._settle_incoming(
+                    delivery,
+                    link,
+                    Disposition.REJECTED,
+                    _Refused("amqp:internal-error", f"the message could not be stored: {exc}"),
+                )
+            self._pump()
+
+        future.add_done_callback(durable)
+
+    def _control(self, delivery: Delivery, link: Link) -> None:
+        """A message to the coordinator: declare or discharge a transaction."""
+        encoded = link.recv(delivery.pending)
+        link.advance()
+        amqp = AmqpMessage()
+        try:
+            amqp.decode(encoded or b"")
+        except Exception:
+            self._settle_incoming(
+                delivery, link, Disposition.REJECTED, _Refused("amqp:decode-error", "bad control")
+            )
+            return
+        body = amqp.body
+        descriptor = getattr(body, "descriptor", None)
+        fields = getattr(body, "value", None) or []
+        assert self.connection is not None
+        if descriptor in (_DECLARE, _DECLARE_CODE):
+            self._ids += 1
+            txn = f"txn-{self._ids}".encode()
+            self.connection.begin(_tx_key(txn))
+            self._transactions.add(txn)
+            delivery.local.data = [txn]  # type: ignore[list-item]
+            delivery.update(_DECLARED)
+            delivery.settle()
+            self._credit(link)
+            return
+        if descriptor not in (_DISCHARGE, _DISCHARGE_CODE) or not fields:
+            self._settle_incoming(
+                delivery,
+                link,
+                Disposition.REJECTED,
+                _Refused("amqp:not-implemented", "the coordinator takes declare and discharge"),
+            )
+            return
+        txn = bytes(fields[0]) if fields[0] is not None else b""
+        failed = bool(fields[1]) if len(fields) > 1 else False
+        if txn not in self._transactions:
+            self._settle_incoming(
+                delivery,
+                link,
+                Disposition.REJECTED,
+                _Refused("amqp:transaction:unknown-id", "no such transaction"),
+            )
+            return
+        self._transactions.discard(txn)
+        if failed:
+            self.connection.abort(_tx_key(txn))
+            self._settle_incoming(delivery, link, Disposition.ACCEPTED, None)
+            return
+        try:
+            future = self.connection.commit(_tx_key(txn))
+        except BrokerError as exc:
+            self._settle_incoming(
+                delivery,
+                link,
+                Disposition.REJECTED,
+                _Refused("amqp:transaction:rollback", str(exc)),
+            )
+            return
+        if future is None:
+            self._settle_incoming(delivery, link, Disposition.ACCEPTED, None)
+            return
+
+        def committed(done: asyncio.Future[None]) -> None:
+            if self._phase != "amqp" or self._closing:
+                return
+            exc = None if done.cancelled() else done.exception()
+            refused = None if exc is None else _Refused("amqp:transaction:rollback", str(exc))
+            outcome = Disposition.ACCEPTED if exc is None else Disposition.REJECTED
+            self._settle_incoming(delivery, link, outcome, refused)
+            self._pump()
+
+        future.add_done_callback(committed)
+
+    def _check_transaction(self, txn: bytes) -> None:
+        if txn not in self._transactions:
+            raise _Refused("amqp:transaction:unknown-id", "no such transaction")
+
+    def _settle_incoming(
+        self, delivery: Delivery, link: Link, outcome: int, refused: _Refused | None
+    ) -> None:
+        if refused is not None:
+            delivery.local.condition = Condition(refused.condition, refused.description)
+        delivery.update(outcome)
+        delivery.settle()
+        self._credit(link)
+
+    def _credit(self, link: Link) -> None:
+        if link in self._incoming and link.credit < SENDER_CREDIT // 2:
+            link.flow(SENDER_CREDIT - link.credit)
+
+    def _to_core(self, encoded: bytes, state: _Incoming) -> Message:
+        amqp = AmqpMessage()
+        amqp.decode(encoded)
+        destination = state.destination
+        if destination is None:
+            if not amqp.address:
+                raise _Refused("amqp:not-found", "an anonymous-relay message names no 'to'")
+            destination = self._target(amqp.address, [])
+            assert self.connection is not None
+            self.connection.authorize(Permission.WRITE, destination)
+        user = amqp.user_id
+        if user:
+            expected = self.connection.username if self.connection is not None else None
+            given = bytes(user).decode("utf-8", "replace")
+            if expected is not None and given != expected:
+                raise _Refused(
+                    "amqp:unauthorized-access",
+                    f"user-id {given!r} is not the authenticated user",
+                )
+        message = Message("", destination)
+        message.persistent = bool(amqp.durable)
+        message.priority = int(amqp.priority) if amqp.priority is not None else 4
+        ttl = amqp.ttl
+        now = self.broker.now_ms()
+        if amqp.expiry_time:
+            message.expiration = int(amqp.expiry_time * 1000)
+        elif ttl:
+            message.expiration = now + int(ttl * 1000)
+        if amqp.creation_time:
+            message.timestamp = int(amqp.creation_time * 1000)
+        message.redelivery_count = int(amqp.delivery_count or 0)
+        message.client_message_id = _message_id(amqp.id)
+        message.correlation_id = _message_id(amqp.correlation_id)
+        message.subject = amqp.subject
+        message.content_type = str(amqp.content_type) if amqp.content_type else None
+        message.content_encoding = str(amqp.content_encoding) if amqp.content_encoding else None
+        if amqp.reply_to:
+            with contextlib.suppress(_Refused):
+                message.reply_to = self._destination(amqp.reply_to, [])
+        message.group_id = amqp.group_id
+        message.group_seq = int(amqp.group_sequence or 0)
+        message.reply_to_group_id = amqp.reply_to_group_id
+        if amqp.properties:
+            message.properties = {str(k): _to_core_value(v) for k, v in amqp.properties.items()}
+        annotations = amqp.annotations
+        if annotations:
+            keep = {k: v for k, v in annotations.items() if k not in (_JMS_DEST,)}
+            if keep:
+                data = Data()
+                data.put_object(keep)
+                message.annotations = {_ANNOTATIONS: bytes(data.encode())}
+        body = amqp.body
+        jms_type = annotations.get(_JMS_MSG_TYPE) if annotations else None
+        if body is None:
+            message.body_kind = BodyKind.EMPTY
+        elif isinstance(body, str):
+            message.body_kind = BodyKind.TEXT
+            message.body = body.encode("utf-8", "surrogatepass")
+        elif isinstance(body, bytes | memoryview):
+            message.body = bytes(body)
+            message.body_kind = BodyKind.OBJECT if jms_type == 1 else BodyKind.BYTES
+        elif isinstance(body, dict):
+            message.body_kind = BodyKind.MAP
+            message.body = encode_map({str(k): _to_core_value(v) for k, v in body.items()})
+        elif isinstance(body, list):
+            message.body_kind = BodyKind.STREAM
+            message.body = encode_stream([_to_core_value(v) for v in body])
+        else:
+            # An amqp-value of another type (a number, a uuid...): kept AMQP-encoded as
+            # a bytes body, handed back to AMQP receivers as the value it was.
+            data = Data()
+            data.put_object(body)
+            message.body = bytes(data.encode())
+            message.body_kind = BodyKind.BYTES
+            message.annotations = {**(message.annotations or {}), _AMQP_VALUE: b""}
+        return message
+
+    # ----------------------------------------------------------------- delivering (from us)
+
+    def deliver(self, consumer: Consumer, entry: Entry) -> None:
+        """Core callback: one message for one receiver link."""
+        state = consumer.tag
+        assert isinstance(state, _Outgoing)
+        link = state.link
+        message = entry.message
+        try:
+            encoded = self._to_amqp(message, entry.redeliveries)
+        except Exception as exc:
+            log.warning("AMQP cannot carry message %s: %s", message.message_id, exc)
+            if self.connection is not None:
+                self.connection.settle(consumer, message.message_id, Outcome.REJECTED)
+            return
+        state.next_tag += 1
+        tag = str(state.next_tag)
+        delivery = link.delivery(tag)
+        link.send(encoded)
+        link.advance()
+        if state.presettled:
+            delivery.settle()
+            if self.connection is not None:
+                self.connection.settle(consumer, message.message_id, Outcome.ACCEPTED)
+        else:
+            state.in_flight[tag] = message.message_id
+        if self.link is not None:
+            self.link.schedule_flush(len(encoded))
+
+    def _disposition(self, delivery: Delivery) -> None:
+        link = delivery.link
+        state = self._outgoing.get(link)
+        if state is None or state.consumer is None or self.connection is None:
+            return
+        if not delivery.settled and delivery.remote_state is None:
+            return
+        tag = str(delivery.tag)
+        message_id = state.in_flight.pop(tag, None)
+        if message_id is None:
+            if delivery.settled:
+                delivery.settle()
+            return
+        remote = delivery.remote_state
+        undeliverable = False
+        transaction: str | None = None
+        if remote == _TRANSACTIONAL_STATE:
+            data = delivery.remote.data or []
+            txn = bytes(data[0]) if data and data[0] is not None else None
+            inner = data[1] if len(data) > 1 else None
+            code = getattr(inner, "descriptor", None)
+            if txn is None or txn not in self._transactions:
+                # Not ours (or discharged): the delivery stays as it is.
+                state.in_flight[tag] = message_id
+                return
+            transaction = _tx_key(txn)
+            remote = {
+                _ACCEPTED_CODE: Disposition.ACCEPTED,
+                0x25: Disposition.REJECTED,
+                0x26: Disposition.RELEASED,
+                0x27: Disposition.MODIFIED,
+            }.get(int(code) if code is not None else _ACCEPTED_CODE, Disposition.ACCEPTED)
+        if remote == Disposition.ACCEPTED or remote is None:
+            outcome = Outcome.ACCEPTED
+        elif remote == Disposition.RELEASED:
+            outcome = Outcome.RELEASED
+        elif remote == Disposition.REJECTED:
+            outcome = Outcome.REJECTED
+        elif remote == Disposition.MODIFIED:
+            failed = delivery.remote.failed
+            undeliverable = bool(delivery.remote.undeliverable)
+            outcome = Outcome.MODIFIED if failed else Outcome.RELEASED
+        else:
+            state.in_flight[tag] = message_id
+            return
+        self.connection.settle(
+            state.consumer,
+            message_id,
+            outcome,
+            undeliverable_here=undeliverable,
+            transaction=transaction,
+        )
+        delivery.settle()
+
+    def _to_amqp(self, message: Message, redeliveries: int) -> bytes:
+        amqp = AmqpMessage()
+        amqp.durable = message.persistent
+        amqp.priority = message.priority
+        amqp.delivery_count = message.redelivery_count + redeliveries
+        amqp.first_acquirer = False
+        amqp.id = (
+            message.client_message_id
+            if message.client_message_id is not None
+            else message.message_id
+        )
+        if message.user_id:
+            amqp.user_id = message.user_id.encode("utf-8")
+        amqp.address = self._address(message.destination)
+        if message.subject is not None:
+            amqp.subject = message.subject
+        if message.reply_to is not None:
+            amqp.reply_to = self._address(message.reply_to)
+        amqp.correlation_id = message.correlation_id
+        if message.content_type:
+            amqp.content_type = symbol(message.content_type)
+        if message.content_encoding:
+            amqp.content_encoding = symbol(message.content_encoding)
+        if message.expiration:
+            amqp.expiry_time = message.expiration / 1000
+            remaining = message.expiration - self.broker.now_ms()
+            if remaining > 0:
+                amqp.ttl = remaining / 1000
+        if message.timestamp:
+            amqp.creation_time = message.timestamp / 1000
+        if message.group_id:
+            amqp.group_id = message.group_id
+            amqp.group_sequence = message.group_seq
+        if message.reply_to_group_id:
+            amqp.reply_to_group_id = message.reply_to_group_id
+        if message.properties:
+            amqp.properties = {  # type: ignore[assignment]
+                k: _to_amqp_value(v) for k, v in message.properties.items()
+            }
+        annotations: dict[Any, Any] = {}
+        stored = message.annotations.get(_ANNOTATIONS) if message.annotations else None
+        if stored:
+            data = Data()
+            data.decode(stored)
+            data.rewind()
+            data.next()
+            kept = data.get_object()
+            if isinstance(kept, dict):
+                annotations.update(kept)
+        kind = message.body_kind
+        annotations[_JMS_MSG_TYPE] = amqp_byte(_JMS_TYPES.get(kind, 3))
+        amqp.annotations = annotations
+        if kind is BodyKind.TEXT:
+            amqp.body = message.body.decode("utf-8", "surrogatepass")
+        elif kind is BodyKind.EMPTY:
+            amqp.body = None
+        elif kind is BodyKind.MAP:
+            amqp.body = {k: _to_amqp_value(v) for k, v in decode_map(message.body).items()}
+        elif kind is BodyKind.STREAM:
+            amqp.body = [_to_amqp_value(v) for v in decode_stream(message.body)]
+            amqp.inferred = True
+        elif message.annotations and _AMQP_VALUE in message.annotations:
+            data = Data()
+            data.decode(message.body)
+            data.rewind()
+            data.next()
+            amqp.body = data.get_object()
+        else:
+            amqp.body = message.body
+            amqp.inferred = True
+        return bytes(amqp.encode())
+
+    # ----------------------------------------------------------------- teardown
+
+    def _close_core(self) -> None:
+        self._incoming.clear()
+        self._outgoing.clear()
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            for destination in self._temp:
+                with contextlib.suppress(BrokerError):
+                    connection.delete_temp(destination)
+            self._temp.clear()
+            connection.close()
+
+
+def _tx_key(txn: bytes) -> str:
+    return "amqp:" + txn.hex()
+
+
+def _transaction_of(delivery: Delivery) -> bytes | None:
+    """The transaction a transfer names (its transactional-state), if it names one."""
+    if delivery.remote_state != _TRANSACTIONAL_STATE:
+        return None
+    data = delivery.remote.data or []
+    return bytes(data[0]) if data and data[0] is not None else b""
+
+
+def _consume_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _log_task_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("AMQP login failed", exc_info=task.exception())
