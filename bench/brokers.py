@@ -46,6 +46,9 @@ WSS_MQTT = "wss-mqtt"
 WSS_PROTOCOLS = (WSS_STOMP, WSS_MQTT)
 # The subprotocols the WebSocket clients ask for (Sec-WebSocket-Protocol).
 WS_SUBPROTOCOLS = {WSS_STOMP: "v12.stomp", WSS_MQTT: "mqtt"}
+# AMQP 1.0 over TLS (bench/amqp.py; its client is Node's rhea).
+AMQP = "amqp"
+_AMQP_SASL_HEADER = b"AMQP\x03\x01\x00\x00"
 
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
 ACTIVEMQ_JAR = ACTIVEMQ_HOME / "bin" / "activemq.jar"
@@ -310,6 +313,8 @@ class Broker(ABC):
                 tls = await self._wait_stomp(deadline, self.wss_endpoint)
             elif protocol == WSS_MQTT:
                 tls = await self._wait_mqtt(deadline, self.wss_mqtt_endpoint)
+            elif protocol == AMQP:
+                tls = await self._wait_amqp(deadline)
             else:
                 tls = await self._wait_mqtt(deadline, self.mqtt_endpoint)
             if i == 0:
@@ -348,6 +353,38 @@ class Broker(ABC):
                     tls = conn.tls_info
                     await conn.disconnect()
                     return tls
+            else:
+                last_error = f"{self.cafile} does not exist yet"
+            await asyncio.sleep(0.01)
+
+    async def _wait_amqp(self, deadline: float) -> str:
+        """Ready once the AMQP listener answers the SASL protocol header with its own."""
+        last_error = "no attempt yet"
+        while True:
+            remaining = self._check_alive(deadline, last_error)
+            if self.cafile.exists():
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(
+                            "127.0.0.1",
+                            self.ports[AMQP],
+                            ssl=client_context(self.cafile),
+                            server_hostname=self.server_hostname,
+                        ),
+                        min(5.0, remaining),
+                    )
+                    try:
+                        writer.write(_AMQP_SASL_HEADER)
+                        answer = await asyncio.wait_for(reader.readexactly(8), 5.0)
+                        tls = str(writer.get_extra_info("ssl_object").version())
+                    finally:
+                        writer.close()
+                except (OSError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+                else:
+                    if answer == _AMQP_SASL_HEADER:
+                        return tls
+                    last_error = f"answered the SASL header with {answer!r}"
             else:
                 last_error = f"{self.cafile} does not exist yet"
             await asyncio.sleep(0.01)
@@ -593,7 +630,7 @@ host = "127.0.0.1"
 [listeners]
 stomp = {stomp}
 mqtt = {mqtt}
-amqp = false
+amqp = {amqp}
 openwire = false
 wss = {wss}
 console = false
@@ -613,7 +650,7 @@ def sealmq_executable() -> Path:
 
 class Sealmq(Broker):
     name = "sealmq"
-    supports = frozenset({STOMP, MQTT, WSS_STOMP, WSS_MQTT})
+    supports = frozenset({STOMP, MQTT, WSS_STOMP, WSS_MQTT, AMQP})
 
     def __init__(
         self, instance_dir: Path, server_hostname: str, protocols: tuple[str, ...] = (STOMP,)
@@ -648,6 +685,7 @@ class Sealmq(Broker):
                 data=self.data,
                 stomp=self.ports.get(STOMP, "false"),
                 mqtt=self.ports.get(MQTT, "false"),
+                amqp=self.ports.get(AMQP, "false"),
                 wss=wss,
                 user=BENCH_USER,
                 password=BENCH_PASSWORD,
@@ -850,6 +888,7 @@ _RABBITMQ_PLUGINS = {
     MQTT: "rabbitmq_mqtt",
     WSS_STOMP: "rabbitmq_web_stomp",
     WSS_MQTT: "rabbitmq_web_mqtt",
+    AMQP: "rabbitmq_amqp1_0",
 }
 
 
@@ -864,7 +903,7 @@ class RabbitMQ(Broker):
     """
 
     name = "rabbitmq"
-    supports = frozenset({STOMP, MQTT, WSS_STOMP, WSS_MQTT})
+    supports = frozenset({STOMP, MQTT, WSS_STOMP, WSS_MQTT, AMQP})
     # rabbitmq_web_stomp's and rabbitmq_web_mqtt's default path.
     ws_paths: ClassVar[dict[str, str]] = {WSS_STOMP: "/ws", WSS_MQTT: "/ws"}
     stomp_vhost = "/"  # RabbitMQ reads the STOMP CONNECT `host` header as the virtual host
@@ -906,10 +945,15 @@ class RabbitMQ(Broker):
         # The web plugins depend on rabbitmq_stomp / rabbitmq_mqtt, whose own listeners
         # would open their default plain ports (61613, 1883): none unless asked for.
         plain = {STOMP: STOMP, MQTT: MQTT, WSS_STOMP: STOMP, WSS_MQTT: MQTT}
-        for base in sorted({plain[p] for p in self.protocols}):
+        for base in sorted({plain[p] for p in self.protocols if p in plain}):
             listeners.append(f"{base}.listeners.tcp = none")
         for protocol in self.protocols:
             port = self.ports[protocol]
+            if protocol == AMQP:
+                # rabbitmq_amqp1_0 serves AMQP 1.0 on the node's own (0-9-1) listener,
+                # telling the two apart by the protocol header.
+                listeners.append(f"listeners.ssl.1 = 127.0.0.1:{port}")
+                continue
             if protocol in (STOMP, MQTT):
                 listeners.append(f"{protocol}.listeners.ssl.1 = 127.0.0.1:{port}")
                 continue

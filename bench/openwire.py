@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.brokers import BENCH_PASSWORD, BENCH_USER, ActiveMQ, Broker, Sealmq
-from bench.sysinfo import free_port
+from bench.sysinfo import cpu_seconds, free_port
 
 HERE = Path(__file__).parent / "openwire"
 CLASSPATH = [
@@ -36,7 +36,6 @@ CLASSPATH = [
     )
 ]
 MODES = (("sync", 0.0), ("window", 0.0), ("paced", 500.0))
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class _SealmqOpenWire(Sealmq):
@@ -76,11 +75,6 @@ class Result:
     cpu_us_per_msg: float
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
 def _truststore(ca: Path, out: Path) -> Path:
     subprocess.run(
         ["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", str(ca),
@@ -95,7 +89,7 @@ def _run(broker: Broker, port: int, classes: Path, work: Path, count: int) -> di
     results = {}
     for mode, rate in MODES:
         n = count if rate == 0 else int(rate * 10)
-        before = _cpu_seconds(broker.pid)
+        before = cpu_seconds(broker.pid)
         done = subprocess.run(
             ["java", f"-Djavax.net.ssl.trustStore={store}",
              "-Djavax.net.ssl.trustStorePassword=changeit", "-Djavax.net.ssl.trustStoreType=PKCS12",
@@ -104,7 +98,7 @@ def _run(broker: Broker, port: int, classes: Path, work: Path, count: int) -> di
              str(rate)],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-        cpu = _cpu_seconds(broker.pid) - before
+        cpu = cpu_seconds(broker.pid) - before
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"{broker.name} {mode}: {done.stdout}{done.stderr[-2000:]}")

@@ -23,6 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cproton import (  # type: ignore[import-untyped]
+    PN_DELIVERY,
+    PN_LINK_FLOW,
+    PN_TRANSPORT,
+    isnull,
+    pn_collector_peek,
+    pn_collector_pop,
+    pn_delivery_link,
+    pn_event_delivery,
+    pn_event_link,
+    pn_event_type,
+    pn_link_is_receiver,
+)
 from proton import (
     Collector,
     Condition,
@@ -38,9 +51,6 @@ from proton import (
     ulong,
 )
 from proton import Connection as AmqpConnection
-from proton import (
-    Message as AmqpMessage,
-)
 from proton import byte as amqp_byte
 from proton import char as amqp_char
 from proton import float32 as amqp_float32
@@ -78,6 +88,15 @@ from sealmq.core.model import (
     Timestamp,
 )
 from sealmq.core.session import Session as CoreSession
+from sealmq.wire.amqp import (
+    AmqpDecodeError,
+    Body,
+    decode_message,
+    decode_value,
+    encode_message,
+    encode_value,
+)
+from sealmq.wire.amqp import AmqpMessage as SectionsMessage
 
 __all__ = ["AmqpSession"]
 
@@ -129,6 +148,12 @@ _JMS_TYPES = {
     BodyKind.STREAM: 4,
     BodyKind.TEXT: 5,
 }
+
+
+#: Proton's wrappers of its C objects (untyped in Proton): see ``AmqpSession._pump``.
+_wrap_delivery: Callable[[Any], Delivery] = Delivery.wrap
+_wrap_link: Callable[[Any], Link] = Link.wrap
+_wrap_event: Callable[[Any], Event] = Event.wrap
 
 
 class _Refused(Exception):
@@ -614,17 +639,33 @@ class AmqpSession:
         collector = self._collector
         if collector is None:
             return
+        # Events are read through cproton, Proton's own C binding, rather than
+        # ``Collector.peek``: that wraps every object an event touches (transport,
+        # connection, session, link, delivery) in Python objects, which cost more than
+        # the rest of a message's path (bench/RESULTS.md). The two events every message
+        # brings get only the wrapper they need; the rest take Proton's full path.
+        impl = collector._impl
         while True:
-            event = collector.peek()
-            if event is None:
+            event = pn_collector_peek(impl)
+            if isnull(event):
                 break
+            number = pn_event_type(event)
             try:
-                self._handle(event)
+                if number == PN_DELIVERY:
+                    delivery = pn_event_delivery(event)
+                    if pn_link_is_receiver(pn_delivery_link(delivery)):
+                        self._received(_wrap_delivery(delivery))
+                    else:
+                        self._disposition(_wrap_delivery(delivery))
+                elif number == PN_LINK_FLOW:
+                    self._flow(_wrap_link(pn_event_link(event)))
+                elif number != PN_TRANSPORT:  # "output is pending": written below anyway
+                    self._handle(_wrap_event(event))
             except _Refused as exc:
                 self._close_connection(exc.condition, exc.description)
             except BrokerError as exc:
                 self._close_connection(_condition_of(exc), str(exc))
-            collector.pop()
+            pn_collector_pop(impl)
         self._schedule_tick()
         if self.link is not None:
             self.link.schedule_flush()
@@ -671,14 +712,6 @@ class AmqpSession:
             event.session.open()
         elif kind is Event.LINK_REMOTE_OPEN:
             self._attach(event.link)
-        elif kind is Event.LINK_FLOW:
-            self._flow(event.link)
-        elif kind is Event.DELIVERY:
-            delivery = event.delivery
-            if delivery.link.is_receiver:
-                self._received(delivery)
-            else:
-                self._disposition(delivery)
         elif kind is Event.LINK_REMOTE_CLOSE or kind is Event.LINK_REMOTE_DETACH:
             self._detach(event.link, closed=kind is Event.LINK_REMOTE_CLOSE)
         elif kind is Event.SESSION_REMOTE_CLOSE:
@@ -1043,10 +1076,9 @@ class AmqpSession:
         """A message to the coordinator: declare or discharge a transaction."""
         encoded = link.recv(delivery.pending)
         link.advance()
-        amqp = AmqpMessage()
         try:
-            amqp.decode(encoded or b"")
-        except Exception:
+            amqp = decode_message(encoded or b"")
+        except AmqpDecodeError:
             self._settle_incoming(
                 delivery, link, Disposition.REJECTED, _Refused("amqp:decode-error", "bad control")
             )
@@ -1131,41 +1163,38 @@ class AmqpSession:
             link.flow(SENDER_CREDIT - link.credit)
 
     def _to_core(self, encoded: bytes, state: _Incoming) -> Message:
-        amqp = AmqpMessage()
-        amqp.decode(encoded)
+        amqp = decode_message(encoded)
         destination = state.destination
         if destination is None:
-            if not amqp.address:
+            if not amqp.to:
                 raise _Refused("amqp:not-found", "an anonymous-relay message names no 'to'")
-            destination = self._target(amqp.address, [])
+            destination = self._target(amqp.to, [])
             assert self.connection is not None
             self.connection.authorize(Permission.WRITE, destination)
         user = amqp.user_id
         if user:
             expected = self.connection.username if self.connection is not None else None
-            given = bytes(user).decode("utf-8", "replace")
+            given = user.decode("utf-8", "replace")
             if expected is not None and given != expected:
                 raise _Refused(
                     "amqp:unauthorized-access",
                     f"user-id {given!r} is not the authenticated user",
                 )
         message = Message("", destination)
-        message.persistent = bool(amqp.durable)
-        message.priority = int(amqp.priority) if amqp.priority is not None else 4
-        ttl = amqp.ttl
-        now = self.broker.now_ms()
+        message.persistent = amqp.durable
+        message.priority = amqp.priority
         if amqp.expiry_time:
-            message.expiration = int(amqp.expiry_time * 1000)
-        elif ttl:
-            message.expiration = now + int(ttl * 1000)
+            message.expiration = int(amqp.expiry_time)
+        elif amqp.ttl:
+            message.expiration = self.broker.now_ms() + int(amqp.ttl)
         if amqp.creation_time:
-            message.timestamp = int(amqp.creation_time * 1000)
-        message.redelivery_count = int(amqp.delivery_count or 0)
+            message.timestamp = int(amqp.creation_time)
+        message.redelivery_count = amqp.delivery_count
         message.client_message_id = _message_id(amqp.id)
         message.correlation_id = _message_id(amqp.correlation_id)
         message.subject = amqp.subject
-        message.content_type = str(amqp.content_type) if amqp.content_type else None
-        message.content_encoding = str(amqp.content_encoding) if amqp.content_encoding else None
+        message.content_type = amqp.content_type or None
+        message.content_encoding = amqp.content_encoding or None
         if amqp.reply_to:
             with contextlib.suppress(_Refused):
                 message.reply_to = self._destination(amqp.reply_to, [])
@@ -1176,20 +1205,21 @@ class AmqpSession:
             message.properties = {str(k): _to_core_value(v) for k, v in amqp.properties.items()}
         annotations = amqp.annotations
         if annotations:
-            keep = {k: v for k, v in annotations.items() if k not in (_JMS_DEST,)}
+            keep = {k: v for k, v in annotations.items() if k != _JMS_DEST}
             if keep:
-                data = Data()
-                data.put_object(keep)
-                message.annotations = {_ANNOTATIONS: bytes(data.encode())}
+                stored = bytearray()
+                encode_value(keep, stored)
+                message.annotations = {_ANNOTATIONS: bytes(stored)}
         body = amqp.body
         jms_type = annotations.get(_JMS_MSG_TYPE) if annotations else None
-        if body is None:
+        kind = amqp.body_kind
+        if kind is Body.NONE or (kind is Body.VALUE and body is None):
             message.body_kind = BodyKind.EMPTY
         elif isinstance(body, str):
             message.body_kind = BodyKind.TEXT
             message.body = body.encode("utf-8", "surrogatepass")
-        elif isinstance(body, bytes | memoryview):
-            message.body = bytes(body)
+        elif isinstance(body, bytes):
+            message.body = body
             message.body_kind = BodyKind.OBJECT if jms_type == 1 else BodyKind.BYTES
         elif isinstance(body, dict):
             message.body_kind = BodyKind.MAP
@@ -1200,9 +1230,7 @@ class AmqpSession:
         else:
             # An amqp-value of another type (a number, a uuid...): kept AMQP-encoded as
             # a bytes body, handed back to AMQP receivers as the value it was.
-            data = Data()
-            data.put_object(body)
-            message.body = bytes(data.encode())
+            message.body = amqp.raw_value or b"\x40"
             message.body_kind = BodyKind.BYTES
             message.annotations = {**(message.annotations or {}), _AMQP_VALUE: b""}
         return message
@@ -1291,76 +1319,64 @@ class AmqpSession:
         delivery.settle()
 
     def _to_amqp(self, message: Message, redeliveries: int) -> bytes:
-        amqp = AmqpMessage()
-        amqp.durable = message.persistent
-        amqp.priority = message.priority
-        amqp.delivery_count = message.redelivery_count + redeliveries
-        amqp.first_acquirer = False
-        amqp.id = (
-            message.client_message_id
-            if message.client_message_id is not None
-            else message.message_id
+        amqp = SectionsMessage(
+            durable=message.persistent,
+            priority=message.priority,
+            delivery_count=message.redelivery_count + redeliveries,
+            id=(
+                message.client_message_id
+                if message.client_message_id is not None
+                else message.message_id
+            ),
+            user_id=message.user_id.encode("utf-8") if message.user_id else None,
+            to=self._address(message.destination),
+            subject=message.subject,
+            reply_to=self._address(message.reply_to) if message.reply_to is not None else None,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type or None,
+            content_encoding=message.content_encoding or None,
+            creation_time=message.timestamp or None,
         )
-        if message.user_id:
-            amqp.user_id = message.user_id.encode("utf-8")
-        amqp.address = self._address(message.destination)
-        if message.subject is not None:
-            amqp.subject = message.subject
-        if message.reply_to is not None:
-            amqp.reply_to = self._address(message.reply_to)
-        amqp.correlation_id = message.correlation_id
-        if message.content_type:
-            amqp.content_type = symbol(message.content_type)
-        if message.content_encoding:
-            amqp.content_encoding = symbol(message.content_encoding)
         if message.expiration:
-            amqp.expiry_time = message.expiration / 1000
+            amqp.expiry_time = message.expiration
             remaining = message.expiration - self.broker.now_ms()
             if remaining > 0:
-                amqp.ttl = remaining / 1000
-        if message.timestamp:
-            amqp.creation_time = message.timestamp / 1000
+                amqp.ttl = remaining
         if message.group_id:
             amqp.group_id = message.group_id
             amqp.group_sequence = message.group_seq
         if message.reply_to_group_id:
             amqp.reply_to_group_id = message.reply_to_group_id
         if message.properties:
-            amqp.properties = {  # type: ignore[assignment]
-                k: _to_amqp_value(v) for k, v in message.properties.items()
-            }
+            amqp.properties = {k: _to_amqp_value(v) for k, v in message.properties.items()}
         annotations: dict[Any, Any] = {}
         stored = message.annotations.get(_ANNOTATIONS) if message.annotations else None
         if stored:
-            data = Data()
-            data.decode(stored)
-            data.rewind()
-            data.next()
-            kept = data.get_object()
-            if isinstance(kept, dict):
-                annotations.update(kept)
+            with contextlib.suppress(AmqpDecodeError):
+                kept, _ = decode_value(stored)
+                if isinstance(kept, dict):
+                    annotations.update(kept)
         kind = message.body_kind
         annotations[_JMS_MSG_TYPE] = amqp_byte(_JMS_TYPES.get(kind, 3))
         amqp.annotations = annotations
         if kind is BodyKind.TEXT:
+            amqp.body_kind = Body.VALUE
             amqp.body = message.body.decode("utf-8", "surrogatepass")
         elif kind is BodyKind.EMPTY:
-            amqp.body = None
+            amqp.body_kind = Body.VALUE
         elif kind is BodyKind.MAP:
+            amqp.body_kind = Body.VALUE
             amqp.body = {k: _to_amqp_value(v) for k, v in decode_map(message.body).items()}
         elif kind is BodyKind.STREAM:
+            amqp.body_kind = Body.SEQUENCE
             amqp.body = [_to_amqp_value(v) for v in decode_stream(message.body)]
-            amqp.inferred = True
         elif message.annotations and _AMQP_VALUE in message.annotations:
-            data = Data()
-            data.decode(message.body)
-            data.rewind()
-            data.next()
-            amqp.body = data.get_object()
+            amqp.body_kind = Body.VALUE
+            amqp.raw_value = message.body
         else:
+            amqp.body_kind = Body.DATA
             amqp.body = message.body
-            amqp.inferred = True
-        return bytes(amqp.encode())
+        return encode_message(amqp)
 
     # ----------------------------------------------------------------- teardown
 

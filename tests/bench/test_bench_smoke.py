@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.brokers import (
+    AMQP,
     MQTT,
     STOMP,
     WSS_MQTT,
@@ -208,3 +209,19 @@ def test_wss_scenarios_apply_to_brokers_with_websocket_listeners() -> None:
     wss = frozenset(WSS_SCENARIOS)
     assert _applicable("sealmq", wss) == wss and _applicable("rabbitmq", wss) == wss
     assert not _applicable("activemq", wss) and not _applicable("mosquitto", wss)
+
+
+def test_amqp_bench_against_sealmq(tmp_path: Path) -> None:
+    """bench.amqp end to end through sealmq's real AMQP-over-TLS listener with rhea (small)."""
+    from bench.amqp import MODES, run_modes
+
+    broker = make_broker("sealmq", tmp_path / "sealmq", (AMQP,), server_hostname="localhost")
+    broker.start()
+    try:
+        results = run_modes(broker, count=300, seconds=0.5)
+    finally:
+        broker.stop()
+    assert set(results) == {mode for mode, _ in MODES}
+    for result in results.values():
+        assert result.rate > 0 and 0 < result.p50_ms <= result.p99_ms
+        assert result.cpu_us_per_msg > 0
