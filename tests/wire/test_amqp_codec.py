@@ -231,6 +231,7 @@ def _proton_messages(draw: st.DrawFn) -> ProtonMessage:
         m.body, m.inferred = body, True  # bytes as a data section, a list as a sequence
     elif kind == "value":
         m.body, m.inferred = body, False
+    return m
 
 
 def _expected(m: ProtonMessage) -> dict[str, Any]:
