@@ -116,8 +116,14 @@ _SASL_OK, _SASL_AUTH, _SASL_SYS_PERM = 0, 1, 3
 #: Link credit the broker grants a client's sender link, topped up as messages are
 #: accepted (so at most this many are unconfirmed per link).
 SENDER_CREDIT = 500
-#: The largest AMQP frame this broker accepts and announces.
-MAX_FRAME_SIZE = 1024 * 1024
+#: The largest AMQP frame this broker accepts and announces (a larger message comes in
+#: several transfer frames).
+MAX_FRAME_SIZE = 64 * 1024
+#: A session's incoming window, in frames: what a client may send before the broker
+#: has to re-open it with a flow frame. Proton derives the window from a byte capacity
+#: (window x frame size, 4 MiB here); with 1 MiB frames it was 4 frames, and a
+#: client sending 1 KiB messages stalled on it every fourth transfer (bench/RESULTS.md).
+SESSION_WINDOW_FRAMES = 64
 CHANNEL_MAX = 32767
 #: The idle time-out the broker announces (seconds); the client's is honoured too.
 IDLE_TIMEOUT = 60.0
@@ -708,7 +714,7 @@ class AmqpSession:
         if kind is Event.CONNECTION_REMOTE_OPEN:
             self._open(event.connection)
         elif kind is Event.SESSION_REMOTE_OPEN:
-            event.session.incoming_capacity = 4 * MAX_FRAME_SIZE
+            event.session.incoming_capacity = SESSION_WINDOW_FRAMES * MAX_FRAME_SIZE
             event.session.open()
         elif kind is Event.LINK_REMOTE_OPEN:
             self._attach(event.link)

@@ -9,7 +9,7 @@ const env = process.env;
 const count = Number(env.COUNT);
 const queue = env.QUEUE;
 const topic = env.TOPIC;
-const seen = { accepted: 0, received: [], maxUnsettled: 0, durable: null };
+const seen = { accepted: 0, received: [], maxUnsettled: 0, durable: null, window: null };
 
 const failAfter = setTimeout(() => {
   console.error('timed out: ' + JSON.stringify(seen));
@@ -42,6 +42,8 @@ conn.on('disconnected', (ctx) => {
 let sent = 0;
 const sender = conn.open_sender(queue);
 sender.on('sendable', () => {
+  // The session window the broker announced (its begin frame's incoming-window).
+  if (seen.window === null) seen.window = sender.session.outgoing.remote_window;
   while (sender.sendable() && sent < count) {
     sender.send({ body: 'm' + sent, durable: true, application_properties: { n: sent } });
     sent++;
