@@ -30,11 +30,17 @@ from cproton import (  # type: ignore[import-untyped]
     isnull,
     pn_collector_peek,
     pn_collector_pop,
+    pn_delivery,
     pn_delivery_link,
+    pn_delivery_remote_state,
+    pn_delivery_settle,
+    pn_delivery_tag,
     pn_event_delivery,
     pn_event_link,
     pn_event_type,
+    pn_link_advance,
     pn_link_is_receiver,
+    pn_link_send,
 )
 from proton import (
     Collector,
@@ -369,6 +375,7 @@ class AmqpSession:
         self._outgoing: dict[Link, _Outgoing] = {}
         self._ids = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._pump_pending = False
         self._temp: list[Destination] = []
         self._closing = False
         self._eof = False
@@ -661,7 +668,7 @@ class AmqpSession:
                     delivery = pn_event_delivery(event)
                     if pn_link_is_receiver(pn_delivery_link(delivery)):
                         self._received(_wrap_delivery(delivery))
-                    else:
+                    elif not self._accepted(delivery):
                         self._disposition(_wrap_delivery(delivery))
                 elif number == PN_LINK_FLOW:
                     self._flow(_wrap_link(pn_event_link(event)))
@@ -675,6 +682,18 @@ class AmqpSession:
         self._schedule_tick()
         if self.link is not None:
             self.link.schedule_flush()
+
+    def _pump_soon(self) -> None:
+        """:meth:`_pump` once for all the store confirmations of one batch, not per
+        message (they complete together)."""
+        if self._pump_pending or self.link is None:
+            return
+        self._pump_pending = True
+        self.link.call_later(0, self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_pending = False
+        self._pump()
 
     def _schedule_tick(self) -> None:
         transport = self._transport
@@ -1074,7 +1093,7 @@ class AmqpSession:
                     Disposition.REJECTED,
                     _Refused("amqp:internal-error", f"the message could not be stored: {exc}"),
                 )
-            self._pump()
+            self._pump_soon()
 
         future.add_done_callback(durable)
 
@@ -1147,7 +1166,7 @@ class AmqpSession:
             refused = None if exc is None else _Refused("amqp:transaction:rollback", str(exc))
             outcome = Disposition.ACCEPTED if exc is None else Disposition.REJECTED
             self._settle_incoming(delivery, link, outcome, refused)
-            self._pump()
+            self._pump_soon()
 
         future.add_done_callback(committed)
 
@@ -1258,17 +1277,35 @@ class AmqpSession:
             return
         state.next_tag += 1
         tag = str(state.next_tag)
-        delivery = link.delivery(tag)
-        link.send(encoded)
-        link.advance()
+        # Straight through cproton: Link.delivery would wrap the delivery in Python
+        # objects that nothing here uses (the disposition comes back as an event).
+        impl = link._impl
+        delivery = pn_delivery(impl, tag)
+        pn_link_send(impl, encoded)
+        pn_link_advance(impl)
         if state.presettled:
-            delivery.settle()
+            pn_delivery_settle(delivery)
             if self.connection is not None:
                 self.connection.settle(consumer, message.message_id, Outcome.ACCEPTED)
         else:
             state.in_flight[tag] = message.message_id
         if self.link is not None:
             self.link.schedule_flush(len(encoded))
+
+    def _accepted(self, delivery: Any) -> bool:
+        """The common disposition, a receiver's plain ``accepted``, handled on Proton's
+        C delivery (no wrapper); False leaves anything else to :meth:`_disposition`."""
+        if pn_delivery_remote_state(delivery) != _ACCEPTED_CODE or self.connection is None:
+            return False
+        state = self._outgoing.get(_wrap_link(pn_delivery_link(delivery)))
+        if state is None or state.consumer is None:
+            return False
+        message_id = state.in_flight.pop(pn_delivery_tag(delivery), None)
+        if message_id is None:
+            return False
+        self.connection.settle(state.consumer, message_id, Outcome.ACCEPTED)
+        pn_delivery_settle(delivery)
+        return True
 
     def _disposition(self, delivery: Delivery) -> None:
         link = delivery.link

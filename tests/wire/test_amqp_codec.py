@@ -321,6 +321,7 @@ def test_data_sections_join_and_an_amqp_value_keeps_its_encoding() -> None:
         b"\x00\x53\x77\xff",  # an unknown constructor
         b"\x53\x75",  # a section that is not described
         b"\x00\x53\x99\x40",  # an unknown section
+        b"\x00\x45\x40",  # a section described by a list
         b"\x00\x53\x77\xa1\x02\xff\xfe",  # a string that is not UTF-8
         b"\x00\x53\x75\xa0\x00" + b"\x00\x53\x77\x40",  # two kinds of body
         b"\x00\x53\x75\x40",  # a data section that is not binary

@@ -79,8 +79,10 @@ def _fields(value: Any, name: str) -> list[Any]:
     return value
 
 
-def _field(fields: list[Any], index: int) -> Any:
-    return fields[index] if index < len(fields) else None
+def _padded(value: Any, name: str, count: int) -> list[Any]:
+    """A section's list of fields, with the trailing ones it left out as None."""
+    fields = _fields(value, name)
+    return fields + [None] * (count - len(fields)) if len(fields) < count else fields
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], name: str) -> Any:
@@ -111,40 +113,48 @@ def _decode_message(encoded: bytes) -> AmqpMessage:
     while pos < size:
         if encoded[pos] != 0x00:
             raise AmqpDecodeError("a message section that is not a described type")
-        descriptor, pos = decode_value(encoded, pos + 1)
+        if encoded[pos + 1 : pos + 2] == b"\x53" and pos + 2 < size:  # smallulong: usual
+            code: int | None = encoded[pos + 2]
+            descriptor: Any = code
+            pos += 3
+        else:
+            descriptor, pos = decode_value(encoded, pos + 1)
+            if isinstance(descriptor, int):
+                code = int(descriptor)
+            else:
+                code = _SYMBOLIC.get(symbol(descriptor)) if isinstance(descriptor, str) else None
         start = pos
         value, pos = decode_value(encoded, pos)
-        code = int(descriptor) if isinstance(descriptor, int) else _SYMBOLIC.get(descriptor)
         if code == _HEADER:
-            fields = _fields(value, "header")
-            message.durable = bool(_field(fields, 0))
-            priority = _field(fields, 1)
+            fields = _padded(value, "header", 5)
+            message.durable = bool(fields[0])
+            priority = fields[1]
             message.priority = 4 if priority is None else int(_typed(priority, int, "priority"))
-            message.ttl = _typed(_field(fields, 2), int, "ttl")
-            message.first_acquirer = bool(_field(fields, 3))
-            message.delivery_count = int(_typed(_field(fields, 4), int, "delivery-count") or 0)
+            message.ttl = _typed(fields[2], int, "ttl")
+            message.first_acquirer = bool(fields[3])
+            message.delivery_count = int(_typed(fields[4], int, "delivery-count") or 0)
         elif code == _DELIVERY_ANNOTATIONS:
             message.delivery_annotations = _map_section(value, "delivery-annotations")
         elif code == _MESSAGE_ANNOTATIONS:
             message.annotations = _map_section(value, "message-annotations")
         elif code == _PROPERTIES:
-            fields = _fields(value, "properties")
-            message.id = _field(fields, 0)
-            user = _typed(_field(fields, 1), bytes, "user-id")
+            fields = _padded(value, "properties", 13)
+            message.id = fields[0]
+            user = _typed(fields[1], bytes, "user-id")
             message.user_id = bytes(user) if user is not None else None
-            message.to = _typed(_field(fields, 2), str, "to")
-            message.subject = _typed(_field(fields, 3), str, "subject")
-            message.reply_to = _typed(_field(fields, 4), str, "reply-to")
-            message.correlation_id = _field(fields, 5)
-            content_type = _typed(_field(fields, 6), str, "content-type")
+            message.to = _typed(fields[2], str, "to")
+            message.subject = _typed(fields[3], str, "subject")
+            message.reply_to = _typed(fields[4], str, "reply-to")
+            message.correlation_id = fields[5]
+            content_type = _typed(fields[6], str, "content-type")
             message.content_type = str(content_type) if content_type is not None else None
-            encoding = _typed(_field(fields, 7), str, "content-encoding")
+            encoding = _typed(fields[7], str, "content-encoding")
             message.content_encoding = str(encoding) if encoding is not None else None
-            message.expiry_time = _typed(_field(fields, 8), int, "absolute-expiry-time")
-            message.creation_time = _typed(_field(fields, 9), int, "creation-time")
-            message.group_id = _typed(_field(fields, 10), str, "group-id")
-            message.group_sequence = _typed(_field(fields, 11), int, "group-sequence")
-            message.reply_to_group_id = _typed(_field(fields, 12), str, "reply-to-group-id")
+            message.expiry_time = _typed(fields[8], int, "absolute-expiry-time")
+            message.creation_time = _typed(fields[9], int, "creation-time")
+            message.group_id = _typed(fields[10], str, "group-id")
+            message.group_sequence = _typed(fields[11], int, "group-sequence")
+            message.reply_to_group_id = _typed(fields[12], str, "reply-to-group-id")
         elif code == _APPLICATION_PROPERTIES:
             message.properties = _map_section(value, "application-properties")
         elif code in (_DATA, _SEQUENCE, _VALUE):

@@ -69,13 +69,20 @@ def _need(buf: bytes, end: int) -> None:
         raise AmqpDecodeError("value runs past the end of its section")
 
 
-def _fixed(struct_: struct.Struct, cast: Callable[[Any], Any]) -> Reader:
+def _short() -> AmqpDecodeError:
+    return AmqpDecodeError("value runs past the end of its section")
+
+
+def _fixed(struct_: struct.Struct, cast: Callable[[Any], Any] | None) -> Reader:
     size = struct_.size
+    unpack = struct_.unpack_from
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        end = pos + size
-        _need(buf, end)
-        return cast(struct_.unpack_from(buf, pos)[0]), end
+        try:
+            (value,) = unpack(buf, pos)
+        except struct.error:
+            raise _short() from None
+        return (value if cast is None else cast(value)), pos + size
 
     return read
 
@@ -88,12 +95,18 @@ def _constant(value: Any) -> Reader:
 
 
 def _variable(width: struct.Struct, cast: Callable[[bytes], Any]) -> Reader:
+    unpack = width.unpack_from
+    step = width.size
+
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        _need(buf, pos + width.size)
-        (size,) = width.unpack_from(buf, pos)
-        start = pos + width.size
+        try:
+            (size,) = unpack(buf, pos)
+        except struct.error:
+            raise _short() from None
+        start = pos + step
         end = start + size
-        _need(buf, end)
+        if end > len(buf):
+            raise _short()
         return cast(buf[start:end]), end
 
     return read
@@ -109,15 +122,21 @@ def _utf8(raw: bytes) -> str:
 def _compound(width: struct.Struct) -> Callable[[bytes, int], tuple[int, int, int]]:
     """(end of the value, count of items, where the first item starts)."""
     pair = _BB if width is _B else _II
+    unpack = pair.unpack_from
+    step = pair.size
+    least = width.size
 
     def header(buf: bytes, pos: int) -> tuple[int, int, int]:
-        _need(buf, pos + pair.size)
-        size, count = pair.unpack_from(buf, pos)
-        end = pos + width.size + size
-        _need(buf, end)
-        if size < width.size:
+        try:
+            size, count = unpack(buf, pos)
+        except struct.error:
+            raise _short() from None
+        end = pos + least + size
+        if end > len(buf):
+            raise _short()
+        if size < least:
             raise AmqpDecodeError("a compound value shorter than its count")
-        return end, count, pos + pair.size
+        return end, count, pos + step
 
     return header
 
@@ -127,10 +146,11 @@ def _list(width: struct.Struct) -> Reader:
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
         end, count, pos = header(buf, pos)
-        items = []
+        items: list[Any] = []
+        append = items.append
         for _ in range(count):
             item, pos = decode_value(buf, pos)
-            items.append(item)
+            append(item)
         if pos != end:
             raise AmqpDecodeError("a list whose items do not fill its size")
         return items, end
@@ -243,10 +263,10 @@ _READERS: dict[int, Reader] = {
     0x61: _fixed(_h, short),
     0x71: _fixed(_i, int32),
     0x54: _fixed(_b, int32),
-    0x81: _fixed(_q, int),
+    0x81: _fixed(_q, None),
     0x55: _fixed(_b, int),
     0x72: _fixed(_f, float32),
-    0x82: _fixed(_d, float),
+    0x82: _fixed(_d, None),
     0x74: _fixed(_I, decimal32),
     0x84: _fixed(_Q, decimal64),
     0x94: _read_decimal128,
@@ -318,11 +338,12 @@ def decode_value(buf: bytes, pos: int = 0) -> tuple[Any, int]:
     Raises :class:`AmqpDecodeError` for anything malformed: never reads past the end of
     ``buf``, and a compound value whose items do not end exactly where its size says is
     refused."""
-    if pos >= len(buf):
-        raise AmqpDecodeError("a value expected, the section ended")
-    reader = _READERS.get(buf[pos])
-    if reader is None:
-        raise AmqpDecodeError(f"unknown constructor 0x{buf[pos]:02x}")
+    try:
+        reader = _READERS[buf[pos]]
+    except IndexError:
+        raise AmqpDecodeError("a value expected, the section ended") from None
+    except KeyError:
+        raise AmqpDecodeError(f"unknown constructor 0x{buf[pos]:02x}") from None
     return reader(buf, pos + 1)
 
 
@@ -389,7 +410,9 @@ def _write_binary(value: bytes, out: bytearray) -> None:
     _write_variable(0xA0, 0xB0, bytes(value), out)
 
 
-def _write_compound(small: int, large: int, count: int, body: bytes, out: bytearray) -> None:
+def _write_compound(
+    small: int, large: int, count: int, body: bytes | bytearray, out: bytearray
+) -> None:
     if len(body) < 255 and count < 256:
         out += _BB.pack(small, len(body) + 1) + _B.pack(count)
     else:
@@ -403,8 +426,12 @@ def _write_list(value: list[Any], out: bytearray) -> None:
         return
     body = bytearray()
     for item in value:
-        encode_value(item, body)
-    _write_compound(0xC0, 0xD0, len(value), bytes(body), out)
+        writer = _WRITERS.get(type(item))
+        if writer is None:
+            encode_value(item, body)
+        else:
+            writer(item, body)
+    _write_compound(0xC0, 0xD0, len(value), body, out)
 
 
 def _write_map(value: dict[Any, Any], out: bytearray) -> None:
@@ -412,7 +439,7 @@ def _write_map(value: dict[Any, Any], out: bytearray) -> None:
     for key, item in value.items():
         encode_value(key, body)
         encode_value(item, body)
-    _write_compound(0xC1, 0xD1, 2 * len(value), bytes(body), out)
+    _write_compound(0xC1, 0xD1, 2 * len(value), body, out)
 
 
 def _write_described(value: Described, out: bytearray) -> None:
