@@ -38,27 +38,38 @@ def _node() -> str:
     return node
 
 
-def run_modes(broker: Broker, count: int, seconds: float) -> dict[str, Result]:
-    """Each of :data:`MODES` against a started ``broker``: ``count`` messages in ``window``,
-    ``seconds`` at the rate in ``paced``, each after half as many unmeasured."""
+def _one(broker: Broker, mode: str, rate: float, n: int, warmup: int, run: int) -> Result:
+    before = cpu_seconds(broker.pid)
+    address = ADDRESS[broker.name].format(mode=f"{mode}{run}")
+    done = subprocess.run(
+        [_node(), str(HERE / "amqp_bench.js"), str(broker.ports[AMQP]), str(broker.cafile),
+         BENCH_USER, BENCH_PASSWORD, address, mode, str(n), str(warmup), str(rate)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    cpu = cpu_seconds(broker.pid) - before
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{broker.name} {mode}: {done.stdout}{done.stderr[-2000:]}")
+    rate_s, p50, p99, _accepted = (float(v) for v in line.split()[1:])
+    return Result(rate_s, p50, p99, cpu * 1e6 / (n + warmup))
+
+
+def run_modes(
+    broker: Broker, count: int, seconds: float, repeat: int = 1
+) -> dict[str, list[Result]]:
+    """Each of :data:`MODES` against a started ``broker``, ``repeat`` times, each run on a
+    queue of its own: ``count`` messages in ``window``, ``seconds`` at the rate in
+    ``paced``, each after half as many unmeasured. Runs are sorted by msg/s."""
     results = {}
     for mode, rate in MODES:
         n = count if rate == 0 else int(rate * seconds)
-        warmup = n // 2
-        before = cpu_seconds(broker.pid)
-        done = subprocess.run(
-            [_node(), str(HERE / "amqp_bench.js"), str(broker.ports[AMQP]), str(broker.cafile),
-             BENCH_USER, BENCH_PASSWORD, ADDRESS[broker.name].format(mode=mode), mode, str(n),
-             str(warmup), str(rate)],
-            capture_output=True, text=True, timeout=900, cwd=ROOT,
-        )  # fmt: skip
-        cpu = cpu_seconds(broker.pid) - before
-        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            raise RuntimeError(f"{broker.name} {mode}: {done.stdout}{done.stderr[-2000:]}")
-        rate_s, p50, p99, _accepted = (float(v) for v in line.split()[1:])
-        results[mode] = Result(rate_s, p50, p99, cpu * 1e6 / (n + warmup))
+        runs = [_one(broker, mode, rate, n, n // 2, i) for i in range(repeat)]
+        results[mode] = sorted(runs, key=lambda r: r.rate)
     return results
+
+
+def median(runs: list[Result]) -> Result:
+    return runs[len(runs) // 2]
 
 
 def _rabbitmq_queues(broker: RabbitMQ) -> str:
@@ -75,11 +86,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--count", type=int, default=20_000, help="messages per window run")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of the paced run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per mode (median shown)")
     parser.add_argument("--broker", action="append", choices=("sealmq", "rabbitmq"))
     args = parser.parse_args()
     names = args.broker or ["sealmq", "rabbitmq"]
     _node()
-    runs: dict[str, dict[str, Result]] = {}
+    runs: dict[str, dict[str, list[Result]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-amqp-") as tmp:
         for name in names:
             make = Sealmq if name == "sealmq" else RabbitMQ
@@ -87,12 +99,13 @@ def main() -> None:
             broker.start()
             try:
                 print(f"{name}: {broker.describe()}, TLS {broker.tls_info}", flush=True)
-                runs[name] = run_modes(broker, args.count, args.duration)
+                runs[name] = run_modes(broker, args.count, args.duration, args.repeat)
                 if isinstance(broker, RabbitMQ):
                     print(f"rabbitmq queues (name durable messages): {_rabbitmq_queues(broker)}")
             finally:
                 broker.stop()
     header = " | ".join(names)
+    print(f"\n{args.repeat} run(s) per mode, the median shown (by msg/s)")
     ratio = len(names) == 2
     print(
         f"\n| AMQP 1.0, durable 1 KiB messages, unsettled | {header} |"
@@ -108,11 +121,22 @@ def main() -> None:
     for mode, rate in MODES:
         label = f"{mode} ({'as fast as it goes' if rate == 0 else f'{rate:.0f} msg/s'})"
         for what, get, fmt in rows:
-            values = [get(runs[n][mode]) for n in names]
+            values = [get(median(runs[n][mode])) for n in names]
             cells = " | ".join(fmt.format(v) for v in values)
             tail = f" {values[0] / values[1]:.2f}x |" if ratio and values[1] else ""
             print(f"| {label}: {what} | {cells} |{tail}")
-    print(f"\ncommand: python -m bench.amqp -n {args.count} --duration {args.duration:g}")
+        if args.repeat > 1:
+            spread = " | ".join(
+                f"{runs[n][mode][0].rate:,.0f} – {runs[n][mode][-1].rate:,.0f}" for n in names
+            )
+            print(
+                f"| {label}: msg/s, worst – best of {args.repeat} | {spread} |"
+                + (" |" if ratio else "")
+            )
+    print(
+        f"\ncommand: python -m bench.amqp -n {args.count} --duration {args.duration:g} "
+        f"--repeat {args.repeat}" + "".join(f" --broker {n}" for n in (args.broker or []))
+    )
 
 
 if __name__ == "__main__":
