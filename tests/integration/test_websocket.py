@@ -9,11 +9,13 @@ adapters are the same, and so are the destinations.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,11 +74,17 @@ def _ws(broker: BrokerThread, path: str = "/", **kw: Any) -> ClientConnection:
     """The websockets library's client over TLS, trusting the broker's CA."""
     kw.setdefault("open_timeout", TIMEOUT)
     kw.setdefault("close_timeout", TIMEOUT)
-    return connect(
-        f"wss://127.0.0.1:{broker.wss_port}{path}",
-        ssl=tls_client_context(broker.ca_file),
-        **kw,
-    )
+    try:
+        return connect(
+            f"wss://127.0.0.1:{broker.wss_port}{path}",
+            ssl=tls_client_context(broker.ca_file),
+            **kw,
+        )
+    except TimeoutError:
+        # Seen twice in full runs, never alone: say where every thread (the broker's
+        # loop among them) was, so the next one can be explained.
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise
 
 
 def _stomp_frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
