@@ -371,8 +371,10 @@ class AmqpSession:
         self._engine: AmqpConnection | None = None
         self._collector: Collector | None = None
         self._core_session: CoreSession | None = None
-        self._incoming: dict[Link, _Incoming] = {}
-        self._outgoing: dict[Link, _Outgoing] = {}
+        # Links are keyed by Proton's C pointer (``link._impl``), which hashes by
+        # address in C; the Python wrappers hash through a cffi call per lookup.
+        self._incoming: dict[Any, _Incoming] = {}
+        self._outgoing: dict[Any, _Outgoing] = {}
         self._ids = 0
         self._timer: asyncio.TimerHandle | None = None
         self._pump_pending = False
@@ -380,7 +382,7 @@ class AmqpSession:
         self._closing = False
         self._eof = False
         #: Coordinator links (transactions), and the transactions they declared.
-        self._coordinators: set[Link] = set()
+        self._coordinators: set[Any] = set()  # C pointers, as above
         self._transactions: set[bytes] = set()
 
     # ----------------------------------------------------------------- driver side
@@ -740,8 +742,10 @@ class AmqpSession:
         elif kind is Event.LINK_REMOTE_CLOSE or kind is Event.LINK_REMOTE_DETACH:
             self._detach(event.link, closed=kind is Event.LINK_REMOTE_CLOSE)
         elif kind is Event.SESSION_REMOTE_CLOSE:
-            for link in list(self._incoming) + list(self._outgoing):
-                if link.session is event.session:
+            links = [s.link for s in self._incoming.values()]
+            links += [s.link for s in self._outgoing.values()]
+            for link in links:
+                if link.session == event.session:
                     self._detach(link, closed=False)
             event.session.close()
         elif kind is Event.CONNECTION_REMOTE_CLOSE:
@@ -873,7 +877,7 @@ class AmqpSession:
             link.target.type = Terminus.COORDINATOR
             link.target.copy(remote)
             link.open()
-            self._coordinators.add(link)
+            self._coordinators.add(link._impl)
             link.flow(SENDER_CREDIT)
             return
         destination = None
@@ -886,7 +890,7 @@ class AmqpSession:
             link.snd_settle_mode = Link.SND_SETTLED
         link.rcv_settle_mode = Link.RCV_FIRST
         link.open()
-        self._incoming[link] = _Incoming(link, destination)
+        self._incoming[link._impl] = _Incoming(link, destination)
         link.flow(SENDER_CREDIT)
 
     def _target(self, address: str, capabilities: list[str]) -> Destination:
@@ -942,7 +946,7 @@ class AmqpSession:
             f"amqp-{self._next_id()}", destination, self, options
         )
         state.consumer = consumer
-        self._outgoing[link] = state
+        self._outgoing[link._impl] = state
         link.source.copy(remote)
         if remote.dynamic:
             link.source.address = self._address(destination)
@@ -987,7 +991,7 @@ class AmqpSession:
         return self._ids
 
     def _flow(self, link: Link) -> None:
-        state = self._outgoing.get(link)
+        state = self._outgoing.get(link._impl)
         if state is None or state.consumer is None or self.connection is None:
             return
         self.connection.flow(state.consumer, link.credit, drain=link.drain_mode)
@@ -1005,8 +1009,9 @@ class AmqpSession:
             state.link.drained()
 
     def _detach(self, link: Link, *, closed: bool) -> None:
-        incoming = self._incoming.pop(link, None)
-        state = self._outgoing.pop(link, None)
+        incoming = self._incoming.pop(link._impl, None)
+        state = self._outgoing.pop(link._impl, None)
+        self._coordinators.discard(link._impl)
         if state is not None and state.consumer is not None and self.connection is not None:
             consumer = state.consumer
             with contextlib.suppress(BrokerError):
@@ -1024,11 +1029,11 @@ class AmqpSession:
 
     def _received(self, delivery: Delivery) -> None:
         link = delivery.link
-        if link in self._coordinators:
+        if link._impl in self._coordinators:
             if delivery.readable and not delivery.partial:
                 self._control(delivery, link)
             return
-        state = self._incoming.get(link)
+        state = self._incoming.get(link._impl)
         if state is None or not delivery.readable:
             return
         if delivery.partial:
@@ -1184,7 +1189,7 @@ class AmqpSession:
         self._credit(link)
 
     def _credit(self, link: Link) -> None:
-        if link in self._incoming and link.credit < SENDER_CREDIT // 2:
+        if link._impl in self._incoming and link.credit < SENDER_CREDIT // 2:
             link.flow(SENDER_CREDIT - link.credit)
 
     def _to_core(self, encoded: bytes, state: _Incoming) -> Message:
@@ -1297,7 +1302,7 @@ class AmqpSession:
         C delivery (no wrapper); False leaves anything else to :meth:`_disposition`."""
         if pn_delivery_remote_state(delivery) != _ACCEPTED_CODE or self.connection is None:
             return False
-        state = self._outgoing.get(_wrap_link(pn_delivery_link(delivery)))
+        state = self._outgoing.get(pn_delivery_link(delivery))
         if state is None or state.consumer is None:
             return False
         message_id = state.in_flight.pop(pn_delivery_tag(delivery), None)
@@ -1309,7 +1314,7 @@ class AmqpSession:
 
     def _disposition(self, delivery: Delivery) -> None:
         link = delivery.link
-        state = self._outgoing.get(link)
+        state = self._outgoing.get(link._impl)
         if state is None or state.consumer is None or self.connection is None:
             return
         if not delivery.settled and delivery.remote_state is None:
