@@ -120,8 +120,13 @@ _SASL_OUTCOME = 0x44
 _SASL_OK, _SASL_AUTH, _SASL_SYS_PERM = 0, 1, 3
 
 #: Link credit the broker grants a client's sender link, topped up as messages are
-#: accepted (so at most this many are unconfirmed per link).
+#: accepted (so at most this many are unconfirmed per link)...
 SENDER_CREDIT = 500
+#: ...and about this many bytes: the credit is for the largest message the link has
+#: lately carried (at first the largest the broker takes, halving with each smaller
+#: one), so a client of large messages is held to a few in flight, and one of small
+#: messages reaches the full window after a dozen or so.
+SENDER_BUFFER_BYTES = 8 * 1024 * 1024
 #: The largest AMQP frame this broker accepts and announces (a larger message comes in
 #: several transfer frames).
 MAX_FRAME_SIZE = 64 * 1024
@@ -152,6 +157,7 @@ _AMQP_VALUE = "amqp-value"
 #: Message annotations Qpid JMS and ActiveMQ use to say what a message is.
 _JMS_MSG_TYPE = symbol("x-opt-jms-msg-type")
 _JMS_DEST = symbol("x-opt-jms-dest")
+_JMS_REPLY_TO = symbol("x-opt-jms-reply-to")
 _JMS_TYPES = {
     BodyKind.EMPTY: 0,
     BodyKind.OBJECT: 1,
@@ -328,6 +334,11 @@ class _Incoming:
     unsettled: int = 0
     #: Bytes of the transfer still arriving (multi-frame messages).
     partial: int = 0
+    #: The size credit is granted for (see ``SENDER_BUFFER_BYTES``).
+    largest: int = 0
+
+    def credit_target(self) -> int:
+        return max(1, min(SENDER_CREDIT, SENDER_BUFFER_BYTES // max(1, self.largest)))
 
 
 @dataclass(slots=True, eq=False)
@@ -890,8 +901,9 @@ class AmqpSession:
             link.snd_settle_mode = Link.SND_SETTLED
         link.rcv_settle_mode = Link.RCV_FIRST
         link.open()
-        self._incoming[link._impl] = _Incoming(link, destination)
-        link.flow(SENDER_CREDIT)
+        state = _Incoming(link, destination, largest=self.max_message_size)
+        self._incoming[link._impl] = state
+        link.flow(state.credit_target())
 
     def _target(self, address: str, capabilities: list[str]) -> Destination:
         destination = self._destination(address, capabilities)
@@ -1047,6 +1059,8 @@ class AmqpSession:
         encoded = link.recv(delivery.pending)
         link.advance()
         state.partial = 0
+        size = len(encoded) if encoded else 0
+        state.largest = max(size, state.largest // 2)
         presettled = delivery.settled
         try:
             message = self._to_core(encoded or b"", state)
@@ -1189,8 +1203,16 @@ class AmqpSession:
         self._credit(link)
 
     def _credit(self, link: Link) -> None:
-        if link._impl in self._incoming and link.credit < SENDER_CREDIT // 2:
-            link.flow(SENDER_CREDIT - link.credit)
+        state = self._incoming.get(link._impl)
+        if state is not None:
+            target = state.credit_target()
+        elif link._impl in self._coordinators:  # declares and discharges: small
+            target = SENDER_CREDIT
+        else:
+            return
+        credit = link.credit
+        if credit < max(1, (target + 1) // 2):
+            link.flow(target - credit)
 
     def _to_core(self, encoded: bytes, state: _Incoming) -> Message:
         amqp = decode_message(encoded)
@@ -1235,7 +1257,8 @@ class AmqpSession:
             message.properties = {str(k): _to_core_value(v) for k, v in amqp.properties.items()}
         annotations = amqp.annotations
         if annotations:
-            keep = {k: v for k, v in annotations.items() if k != _JMS_DEST}
+            # Where a message goes and its reply-to's kind are the broker's to say.
+            keep = {k: v for k, v in annotations.items() if k not in (_JMS_DEST, _JMS_REPLY_TO)}
             if keep:
                 stored = bytearray()
                 encode_value(keep, stored)
@@ -1406,6 +1429,11 @@ class AmqpSession:
                     annotations.update(kept)
         kind = message.body_kind
         annotations[_JMS_MSG_TYPE] = amqp_byte(_JMS_TYPES.get(kind, 3))
+        # The destination kinds as Qpid JMS reads them (queue 0, topic 1, temporary
+        # queue 2, temporary topic 3), as ActiveMQ's AMQP transport sends them.
+        annotations[_JMS_DEST] = amqp_byte(int(message.destination.kind))
+        if message.reply_to is not None:
+            annotations[_JMS_REPLY_TO] = amqp_byte(int(message.reply_to.kind))
         amqp.annotations = annotations
         if kind is BodyKind.TEXT:
             amqp.body_kind = Body.VALUE

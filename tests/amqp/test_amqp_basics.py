@@ -236,6 +236,17 @@ def test_amqp_to_stomp_and_back(amqp: AmqpClients, amqp_broker: BrokerThread) ->
     # stomp.py sends a content-length: a bytes message (ActiveMQ's rule), a data section.
     assert bytes(msg.body) == b"from stomp"
     assert msg.properties["colour"] == "blue"
+    # What Qpid JMS reads a destination's kind from: a queue here, no reply-to.
+    assert msg.annotations[symbol("x-opt-jms-dest")] == 0
+    assert symbol("x-opt-jms-reply-to") not in msg.annotations
+
+    news = conn.create_receiver("topic://cross.news")
+    stomp.send("/topic/cross.news", "with a reply-to", headers={"reply-to": "/queue/answers"})
+    msg = news.receive(timeout=10)
+    news.accept()
+    assert msg.reply_to == "queue://answers"
+    assert msg.annotations[symbol("x-opt-jms-dest")] == 1
+    assert msg.annotations[symbol("x-opt-jms-reply-to")] == 0
     stomp.disconnect()
 
 
@@ -282,3 +293,28 @@ def test_the_clients_idle_timeout_is_honoured(amqp: AmqpClients) -> None:
     sender.send(Message(body="still here"))
     receiver = conn.create_receiver("queue://quiet")
     assert receiver.receive(timeout=10).body == "still here"
+
+
+def test_a_senders_credit_is_bounded_by_bytes_in_flight(amqp: AmqpClients) -> None:
+    conn = amqp.connect()
+    small = conn.create_sender("queue://sizes")
+    conn.wait(lambda: small.link.credit > 0, timeout=10, msg="first credit")
+    # Until a link has shown its sizes, credit is for the largest message the broker
+    # takes (100 MiB here): one at a time.
+    assert small.link.credit == 1
+    for _ in range(20):
+        small.send(Message(body=b"x" * 1024, durable=True))  # each waits for its answer
+    # Small messages open the window: between half of it and all of it.
+    assert 250 <= small.link.credit <= 500
+    large = conn.create_sender("queue://sizes.large")
+    seen = []
+    for _ in range(8):
+        large.send(Message(body=b"y" * (2 * 1024 * 1024), durable=True))
+        seen.append(large.link.credit)
+    # 2 MiB messages against the 8 MiB budget: never more than 4 in flight.
+    assert max(seen) <= 4, seen
+    for address, count in (("queue://sizes", 20), ("queue://sizes.large", 8)):
+        receiver = conn.create_receiver(address)
+        for _ in range(count):
+            receiver.receive(timeout=10)
+            receiver.accept()

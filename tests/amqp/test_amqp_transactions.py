@@ -155,3 +155,33 @@ def test_an_accept_in_a_transaction_consumes_only_at_its_commit(amqp: AmqpClient
     acker = TxAcker(amqp, "queue://tx.acks", commit=True)
     assert run(acker) == "committed" and acker.body == "once"  # the abort gave it back
     assert drain(amqp, "queue://tx.acks") == []
+
+
+class ManyTransactions(_Scripted):
+    """Declares and commits ``count`` empty transactions, one after another, on the one
+    coordinator link Proton keeps per connection."""
+
+    def __init__(self, amqp: AmqpClients, count: int) -> None:
+        super().__init__(amqp)
+        self.count, self.done = count, 0
+
+    def on_start(self, event: Any) -> None:
+        self.container = event.container
+        self.container.declare_transaction(self.connect(event.container), handler=self)
+
+    def on_transaction_declared(self, event: Any) -> None:
+        event.transaction.commit()
+
+    def on_transaction_committed(self, event: Any) -> None:
+        self.done += 1
+        if self.done == self.count:
+            self.finish("committed")
+        else:
+            self.container.declare_transaction(self.conn, handler=self)
+
+
+def test_the_coordinator_keeps_granting_credit(amqp: AmqpClients) -> None:
+    # A declare and a discharge each take one credit: 300 transactions need 600, more
+    # than the first grant, so the broker must top the coordinator link up.
+    many = ManyTransactions(amqp, 300)
+    assert run(many) == "committed" and many.done == 300
