@@ -53,6 +53,9 @@ from proton import (
     Link,
     Terminus,
     Transport,
+    decimal32,
+    decimal64,
+    decimal128,
     symbol,
     ulong,
 )
@@ -97,6 +100,8 @@ from sealmq.core.session import Session as CoreSession
 from sealmq.wire.amqp import (
     AmqpDecodeError,
     Body,
+    bid_from_decimal,
+    decimal_from_bid,
     decode_message,
     decode_value,
     encode_message,
@@ -266,6 +271,8 @@ def _parse_sasl_init(body: bytes) -> _SaslInit:
 
 def _to_core_value(value: Any) -> PropertyValue:
     """An application-property value as the core types it."""
+    if isinstance(value, decimal128):
+        return decimal_from_bid(int.from_bytes(value, "big"), 128)
     if value is None or isinstance(value, bool | str | bytes | uuid.UUID):
         if isinstance(value, symbol):
             return Symbol(value)
@@ -274,6 +281,11 @@ def _to_core_value(value: Any) -> PropertyValue:
         return value
     if isinstance(value, memoryview):
         return bytes(value)
+    # Proton types AMQP decimals as their bits (ints, bytes): before int and bytes.
+    if isinstance(value, decimal32):
+        return decimal_from_bid(int(value), 32)
+    if isinstance(value, decimal64):
+        return decimal_from_bid(int(value), 64)
     if isinstance(value, amqp_byte):
         return Byte(value)
     if isinstance(value, amqp_short):
@@ -310,7 +322,9 @@ def _to_amqp_value(value: PropertyValue) -> Any:
         return amqp_char(value)
     if isinstance(value, int | float | str | bytes | uuid.UUID):
         return value
-    return str(value)  # a Decimal: AMQP decimals are not mapped (docs/amqp.md)
+    # A Decimal: a decimal128 when it fits (34 digits), else its text.
+    bits = bid_from_decimal(value, 128)
+    return str(value) if bits is None else decimal128(bits.to_bytes(16, "big"))
 
 
 def _message_id(value: Any) -> str | bytes | int | uuid.UUID | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 from proton import Message, Timeout, symbol
@@ -318,3 +319,42 @@ def test_a_senders_credit_is_bounded_by_bytes_in_flight(amqp: AmqpClients) -> No
         for _ in range(count):
             receiver.receive(timeout=10)
             receiver.accept()
+
+
+def test_decimal_properties_keep_their_value(amqp: AmqpClients, amqp_broker: BrokerThread) -> None:
+    from decimal import Decimal
+
+    from proton import decimal32, decimal64, decimal128
+
+    conn = amqp.connect()
+    stomp, got = stomp_connect(amqp_broker.stomp_port, amqp_broker.ca_file)
+    stomp.subscribe("/queue/decimals.stomp", id="d", ack="auto")
+    props = {
+        "d32": decimal32(0xB2000019),  # -2.5: exponent -1, coefficient 25
+        "d64": decimal64(0x31C0000000000001),  # 1
+        "d128": decimal128((0x303E0000000000000000000000000457).to_bytes(16, "big")),  # 111.1
+    }
+    conn.create_sender("queue://decimals").send(Message(body="d", properties=props))
+    conn.create_sender("queue://decimals.stomp").send(Message(body="d", properties=props))
+    receiver = conn.create_receiver("queue://decimals")
+    msg = receiver.receive(timeout=10)
+    receiver.accept()
+    # Carried as their values (not their bits), handed back as decimal128.
+    back = {k: Decimal(0) for k in props}
+    for key, value in msg.properties.items():
+        assert isinstance(value, decimal128), (key, value)
+        back[key] = _decimal128_value(value)
+    assert back == {"d32": Decimal("-2.5"), "d64": Decimal(1), "d128": Decimal("111.1")}
+    frame = got.get()
+    assert (frame.headers["d32"], frame.headers["d64"], frame.headers["d128"]) == (
+        "-2.5",
+        "1",
+        "111.1",
+    )
+    stomp.disconnect()
+
+
+def _decimal128_value(value: bytes) -> Any:
+    from sealmq.wire.amqp import decimal_from_bid
+
+    return decimal_from_bid(int.from_bytes(value, "big"), 128)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -41,6 +42,8 @@ from sealmq.wire.amqp import (
     AmqpDecodeError,
     AmqpMessage,
     Body,
+    bid_from_decimal,
+    decimal_from_bid,
     decode_message,
     decode_value,
     encode_message,
@@ -359,3 +362,42 @@ def test_uuid_ids_and_ulong_ids_keep_their_types() -> None:
     out = encode_message(AmqpMessage(id=ident, correlation_id=7))
     back = decode_message(out)
     assert back.id == ident and type(back.correlation_id) is ulong and back.correlation_id == 7
+
+
+# ------------------------------------------------------------------------ decimals
+
+
+@pytest.mark.parametrize(
+    ("bits", "width", "value"),
+    [
+        (0x32800001, 32, "1"),
+        (0x31C0000000000001, 64, "1"),
+        (0x30400000000000000000000000000001, 128, "1"),
+        (0xB2800001, 32, "-1"),
+        (0x6CB8967F, 32, "9999999"),  # a 24-bit coefficient: the "11" form
+        (0x6C7386F26FC0FFFF, 64, "9999999999999999"),
+        (0x31A000000000000F, 64, "1.5"),
+        (0x78000000, 32, "Infinity"),
+    ],
+)
+def test_bid_decimals_read_and_write_as_ieee_754_says(bits: int, width: int, value: str) -> None:
+    assert decimal_from_bid(bits, width) == Decimal(value)
+    assert bid_from_decimal(Decimal(value), width) == bits
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
+        lambda d: len(d.as_tuple().digits) <= 34 and -6000 < int(d.as_tuple().exponent) < 6000
+    )
+)
+def test_a_decimal128_keeps_its_value(value: Decimal) -> None:
+    bits = bid_from_decimal(value, 128)
+    assert bits is not None
+    assert decimal_from_bid(bits, 128) == value
+
+
+def test_a_decimal_too_large_for_its_format_does_not_fit() -> None:
+    assert bid_from_decimal(Decimal("12345678"), 32) is None  # 8 digits: decimal32 has 7
+    assert bid_from_decimal(Decimal("1E+200"), 32) is None
+    assert bid_from_decimal(Decimal("1E+90"), 32) is not None  # trailing zeros absorbed

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from proton import (
@@ -39,7 +40,13 @@ from proton import (
     ushort,
 )
 
-__all__ = ["AmqpDecodeError", "decode_value", "encode_value"]
+__all__ = [
+    "AmqpDecodeError",
+    "bid_from_decimal",
+    "decimal_from_bid",
+    "decode_value",
+    "encode_value",
+]
 
 
 class AmqpDecodeError(ValueError):
@@ -345,6 +352,56 @@ def decode_value(buf: bytes, pos: int = 0) -> tuple[Any, int]:
     except KeyError:
         raise AmqpDecodeError(f"unknown constructor 0x{buf[pos]:02x}") from None
     return reader(buf, pos + 1)
+
+
+# ------------------------------------------------------------------------ decimals
+
+#: IEEE 754-2008 decimal formats in the binary-integer encoding (BID), which AMQP
+#: names: total bits → (exponent bits, coefficient bits, bias, digits of precision).
+_DECIMAL_FORMATS = {32: (8, 23, 101, 7), 64: (10, 53, 398, 16), 128: (14, 113, 6176, 34)}
+
+
+def decimal_from_bid(bits: int, width: int) -> Decimal:
+    """The value of an AMQP ``decimal32``/``64``/``128`` (its bits as an unsigned int)."""
+    exponent_bits, coefficient_bits, bias, digits = _DECIMAL_FORMATS[width]
+    sign = (bits >> (width - 1)) & 1
+    if (bits >> (width - 3)) & 0b11 == 0b11:
+        if (bits >> (width - 5)) & 0b11 == 0b11:  # infinity or NaN
+            if (bits >> (width - 6)) & 1:
+                return Decimal("-NaN" if sign else "NaN")
+            return Decimal("-Infinity" if sign else "Infinity")
+        exponent = (bits >> (coefficient_bits - 2)) & ((1 << exponent_bits) - 1)
+        coefficient = (0b100 << (coefficient_bits - 2)) | (
+            bits & ((1 << (coefficient_bits - 2)) - 1)
+        )
+    else:
+        exponent = (bits >> coefficient_bits) & ((1 << exponent_bits) - 1)
+        coefficient = bits & ((1 << coefficient_bits) - 1)
+    if coefficient >= 10**digits:  # a non-canonical coefficient is zero (754-2008 3.5.2)
+        coefficient = 0
+    return Decimal((sign, tuple(int(d) for d in str(coefficient)), exponent - bias))
+
+
+def bid_from_decimal(value: Decimal, width: int) -> int | None:
+    """``value`` as the bits of an AMQP decimal of ``width``, or None if it does not fit
+    (more digits than the format holds, or an exponent out of its range)."""
+    exponent_bits, coefficient_bits, bias, digits = _DECIMAL_FORMATS[width]
+    sign, digit_tuple, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # infinity or NaN
+        top = 0b11111 if exponent in ("n", "N") else 0b11110
+        return (sign << (width - 1)) | (top << (width - 6))
+    coefficient = int("".join(map(str, digit_tuple)) or "0")
+    biased = exponent + bias
+    # Trailing zeros can trade for exponent when the exponent is too large.
+    while biased >= (3 << (exponent_bits - 2)) and coefficient and coefficient * 10 < 10**digits:
+        coefficient *= 10
+        biased -= 1
+    if coefficient >= 10**digits or not 0 <= biased < (3 << (exponent_bits - 2)):
+        return None
+    if coefficient < (1 << coefficient_bits):
+        return (sign << (width - 1)) | (biased << coefficient_bits) | coefficient
+    low = coefficient & ((1 << (coefficient_bits - 2)) - 1)
+    return (sign << (width - 1)) | (0b11 << (width - 3)) | (biased << (coefficient_bits - 2)) | low
 
 
 # ------------------------------------------------------------------------ encoding
