@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -437,46 +438,64 @@ class _TightReader(_Reader):
     def tight_structure(self, type_code: int, depth: int) -> Structure:
         if depth > MAX_DEPTH:
             raise OpenWireError("data structures nest too deep")
-        schema = SCHEMAS.get(type_code)
-        if schema is None:
+        read = _TIGHT_READERS.get(type_code)
+        if read is None:
             raise OpenWireError(f"unknown data structure type {type_code}")
-        bits = self.bits
-        fields: dict[str, Any] = {}
-        for name, kind in schema:
-            if kind is Kind.BOOL:
-                value: Any = bits.read()
-            elif kind is Kind.INT:
-                value = self.i32()
-            elif kind is Kind.LONG:
-                value = self.tight_long()
-            elif kind is Kind.STRING:
-                value = self.tight_string()
-            elif kind is Kind.OBJECT:
-                value = self.tight_nested(depth)
-            elif kind is Kind.BYTE:
-                value = self.i8()
-            elif kind is Kind.BYTES:
-                value = bytes(self.take(self.i32())) if bits.read() else None
-            elif kind is Kind.OBJECTS:
-                value = None
-                if bits.read():
-                    count = self.i16()
-                    if count < 0:
-                        raise OpenWireError("a negative array length")
-                    items = []
-                    for _ in range(count):
-                        item = self.tight_nested(depth)
-                        if item is not None:
-                            items.append(item)
-                    value = tuple(items)
-            elif kind is Kind.THROWABLE:
-                value = self.tight_throwable(depth)
-            elif kind is Kind.SHORT:
-                value = self.i16()
-            else:  # MAGIC
-                value = bytes(self.take(8))
-            fields[name] = value
-        return Structure(type_code, **fields)
+        structure = Structure.__new__(Structure)
+        structure.type = type_code
+        structure.fields = read(self, self.bits.read, depth)
+        return structure
+
+    def tight_bytes(self) -> bytes | None:
+        return bytes(self.take(self.i32())) if self.bits.read() else None
+
+    def tight_objects(self, depth: int) -> tuple[Structure, ...] | None:
+        if not self.bits.read():
+            return None
+        count = self.i16()
+        if count < 0:
+            raise OpenWireError("a negative array length")
+        items = []
+        for _ in range(count):
+            item = self.tight_nested(depth)
+            if item is not None:
+                items.append(item)
+        return tuple(items)
+
+
+#: How the tight reader reads one field of each kind: an expression of ``r`` (the
+#: reader), ``bit`` (its boolean stream's next bit) and ``depth``.
+_TIGHT_FIELD: dict[Kind, str] = {
+    Kind.BOOL: "bit()",
+    Kind.INT: "r.i32()",
+    Kind.LONG: "r.tight_long()",
+    Kind.STRING: "r.tight_string()",
+    Kind.OBJECT: "r.tight_nested(depth)",
+    Kind.BYTE: "r.i8()",
+    Kind.BYTES: "r.tight_bytes()",
+    Kind.OBJECTS: "r.tight_objects(depth)",
+    Kind.THROWABLE: "r.tight_throwable(depth)",
+    Kind.SHORT: "r.i16()",
+    Kind.MAGIC: "bytes(r.take(8))",
+}
+
+
+def _compile_tight_reader(
+    schema: tuple[tuple[str, Kind], ...],
+) -> Callable[[_TightReader, Callable[[], bool], int], dict[str, Any]]:
+    """One straight-line function reading ``schema``'s fields in order into a dict,
+    as ``dataclasses`` writes its ``__init__``: a loop over the fields with a test of
+    each one's kind cost more than the rest of decoding a message."""
+    lines = ["def read(r, bit, depth):", "    return {"]
+    lines += [f"        {name!r}: {_TIGHT_FIELD[kind]}," for name, kind in schema]
+    lines.append("    }")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)
+    reader: Callable[[_TightReader, Callable[[], bool], int], dict[str, Any]] = namespace["read"]
+    return reader
+
+
+_TIGHT_READERS = {code: _compile_tight_reader(schema) for code, schema in SCHEMAS.items()}
 
 
 def read_tight_structure(data: bytes | memoryview, *, stack_trace: bool = False) -> Structure:
@@ -543,41 +562,73 @@ def _tight_nested(
 
 
 def _tight_write(bits: list[bool], out: list[bytes], s: Structure, stack_trace: bool) -> None:
-    schema = SCHEMAS.get(s.type)
-    if schema is None:
+    write = _TIGHT_WRITERS.get(s.type)
+    if write is None:
         raise ValueError(f"no schema for type {s.type}")
-    fields = s.fields
+    write(bits, out, s.fields, stack_trace)
+
+
+def _tight_bytes(bits: list[bool], out: list[bytes], value: bytes | None) -> None:
+    bits.append(value is not None)
+    if value is not None:
+        out.append(_I32.pack(len(value)))
+        out.append(bytes(value))
+
+
+def _tight_objects(
+    bits: list[bool], out: list[bytes], value: tuple[Structure, ...] | None, stack_trace: bool
+) -> None:
+    bits.append(value is not None)
+    if value is not None:
+        out.append(_I16.pack(len(value)))
+        for item in value:
+            _tight_nested(bits, out, item, stack_trace)
+
+
+#: How the tight writer writes one field of each kind: a statement of ``bits``,
+#: ``out``, ``v`` (the field's value) and ``stack_trace``.
+_TIGHT_WRITE_FIELD: dict[Kind, str] = {
+    Kind.BOOL: "bits.append(bool(v))",
+    Kind.INT: "out.append(i32(v or 0))",
+    Kind.LONG: "tight_long(bits, out, v or 0)",
+    Kind.STRING: "tight_string(bits, out, v)",
+    Kind.OBJECT: "tight_nested(bits, out, v, stack_trace)",
+    Kind.BYTE: "out.append(i8(v or 0))",
+    Kind.BYTES: "tight_bytes(bits, out, v)",
+    Kind.OBJECTS: "tight_objects(bits, out, v, stack_trace)",
+    Kind.THROWABLE: "tight_throwable(bits, out, v, stack_trace)",
+    Kind.SHORT: "out.append(i16(v or 0))",
+    Kind.MAGIC: "out.append(v or MAGIC)",
+}
+
+
+def _compile_tight_writer(
+    schema: tuple[tuple[str, Kind], ...],
+) -> Callable[[list[bool], list[bytes], dict[str, Any], bool], None]:
+    """The writing twin of :func:`_compile_tight_reader`."""
+    lines = ["def write(bits, out, fields, stack_trace):", "    get = fields.get"]
     for name, kind in schema:
-        value = fields.get(name)
-        if kind is Kind.BOOL:
-            bits.append(bool(value))
-        elif kind is Kind.INT:
-            out.append(_I32.pack(value or 0))
-        elif kind is Kind.LONG:
-            _tight_long(bits, out, value or 0)
-        elif kind is Kind.STRING:
-            _tight_string(bits, out, value)
-        elif kind is Kind.OBJECT:
-            _tight_nested(bits, out, value, stack_trace)
-        elif kind is Kind.BYTE:
-            out.append(struct.pack(">b", value or 0))
-        elif kind is Kind.BYTES:
-            bits.append(value is not None)
-            if value is not None:
-                out.append(_I32.pack(len(value)))
-                out.append(bytes(value))
-        elif kind is Kind.OBJECTS:
-            bits.append(value is not None)
-            if value is not None:
-                out.append(_I16.pack(len(value)))
-                for item in value:
-                    _tight_nested(bits, out, item, stack_trace)
-        elif kind is Kind.THROWABLE:
-            _tight_throwable(bits, out, value, stack_trace)
-        elif kind is Kind.SHORT:
-            out.append(_I16.pack(value or 0))
-        else:  # MAGIC
-            out.append(value or MAGIC)
+        lines.append(f"    v = get({name!r})")
+        lines.append(f"    {_TIGHT_WRITE_FIELD[kind]}")
+    lines.append("    return None")
+    namespace: dict[str, Any] = {
+        "i32": _I32.pack,
+        "i16": _I16.pack,
+        "i8": struct.Struct(">b").pack,
+        "tight_long": _tight_long,
+        "tight_string": _tight_string,
+        "tight_nested": _tight_nested,
+        "tight_bytes": _tight_bytes,
+        "tight_objects": _tight_objects,
+        "tight_throwable": _tight_throwable,
+        "MAGIC": MAGIC,
+    }
+    exec("\n".join(lines), namespace)
+    writer: Callable[[list[bool], list[bytes], dict[str, Any], bool], None] = namespace["write"]
+    return writer
+
+
+_TIGHT_WRITERS = {code: _compile_tight_writer(schema) for code, schema in SCHEMAS.items()}
 
 
 def write_tight_structure(s: Structure, *, stack_trace: bool = False) -> bytes:
