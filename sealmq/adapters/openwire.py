@@ -159,17 +159,16 @@ def _key(structure: Structure | None) -> str:
     if structure is None:
         return ""
     t = structure.type
+    f = structure.fields  # read directly: these run for every message and every ack
+    if t == Type.CONSUMER_ID or t == Type.PRODUCER_ID:
+        return f"{f.get('connection_id')}:{f.get('session_id')}:{f.get('value')}"
     if t == Type.SESSION_ID:
-        return f"{structure.connection_id}:{structure.value}"
-    if t == Type.CONSUMER_ID:
-        return f"{structure.connection_id}:{structure.session_id}:{structure.value}"
-    if t == Type.PRODUCER_ID:
-        return f"{structure.connection_id}:{structure.session_id}:{structure.value}"
+        return f"{f.get('connection_id')}:{f.get('value')}"
     if t == Type.LOCAL_TRANSACTION_ID:
-        connection = structure.connection_id
-        return f"TX:{connection.value if connection is not None else ''}:{structure.value}"
+        connection = f.get("connection_id")
+        return f"TX:{connection.value if connection is not None else ''}:{f.get('value')}"
     if t in (Type.CONNECTION_ID, Type.BROKER_ID):
-        return str(structure.value)
+        return str(f.get("value"))
     return repr(structure)
 
 
@@ -177,10 +176,11 @@ def _message_key(message_id: Structure | None) -> str:
     """A MessageId as the JMS client shows it (JMSMessageID)."""
     if message_id is None:
         return ""
-    if message_id.text_view:
-        return str(message_id.text_view)
-    producer = message_id.producer_id
-    return f"{_key(producer)}:{message_id.producer_sequence_id}"
+    f = message_id.fields
+    text = f.get("text_view")
+    if text:
+        return str(text)
+    return f"{_key(f.get('producer_id'))}:{f.get('producer_sequence_id')}"
 
 
 def _message_id(text: str, fallback_seq: int) -> Structure:
