@@ -33,7 +33,12 @@ from tests.support import (
 def ow_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerThread]:
     settings = make_settings(
         tmp_path_factory.mktemp("openwire") / "data",
-        listeners=(Listener("stomp", 0), Listener("openwire", 0), Listener("mqtt", 0)),
+        listeners=(
+            Listener("stomp", 0),
+            Listener("openwire", 0),
+            Listener("mqtt", 0),
+            Listener("amqp", 0),
+        ),
     )
     thread = BrokerThread(settings).start()
     yield thread
@@ -229,6 +234,42 @@ def test_jms_and_mqtt_see_each_other_as_activemq_maps_them(
         assert raw.payload == b"\x01\x02\x03"
     finally:
         clients.close_all()
+
+
+def test_jms_and_amqp_see_each_other_as_activemq_maps_them(
+    jms: Jms, ow_broker: BrokerThread
+) -> None:
+    from proton import Message, symbol
+
+    from tests.amqp.clients import AmqpClients
+
+    assert ow_broker.running is not None
+    amqp = AmqpClients(ow_broker.running.port("amqp"), ow_broker.ca_file)
+    try:
+        conn = amqp.connect()
+        # AMQP to JMS: an amqp-value string is a TextMessage, a data section a
+        # BytesMessage, application properties are JMS properties (fromStomp's checks).
+        sender = conn.create_sender("queue://x.from-amqp")
+        sender.send(Message(body="stomp text", properties={"custom": "v1"}, durable=True))
+        sender.send(Message(body=b"stomp bytes", inferred=True, durable=True))
+        jms.run("fromStomp=x.from-amqp").assert_ok("fromStomp")
+        # JMS to AMQP, as Qpid JMS expects ActiveMQ to present them.
+        jms.run("toStomp=x.to-amqp").assert_ok("toStomp")
+        receiver = conn.create_receiver("queue://x.to-amqp")
+        text = receiver.receive(timeout=TIMEOUT)
+        receiver.accept()
+        raw = receiver.receive(timeout=TIMEOUT)
+        receiver.accept()
+        assert text.body == "jms text \u00e9"
+        assert text.properties["custom"] == "v2" and text.properties["number"] == 5
+        assert text.correlation_id == "c-9"
+        assert str(text.id).startswith("ID:")
+        assert text.annotations[symbol("x-opt-jms-msg-type")] == 5  # TextMessage
+        assert text.annotations[symbol("x-opt-jms-dest")] == 0  # a queue
+        assert bytes(raw.body) == b"\x00\n\xc8"
+        assert raw.annotations[symbol("x-opt-jms-msg-type")] == 3  # BytesMessage
+    finally:
+        amqp.close_all()
 
 
 def test_a_client_that_asks_for_loose_encoding_gets_it(jms: Jms) -> None:
