@@ -4,7 +4,7 @@ Every fenced ``python`` block of README.md is a complete script. The test starts
 a broker with no users (``sealmq serve``, as ``make run`` does), reads the CA path
 and the admin password from what it prints, exports them as the README says
 (``SEALMQ_CA``, ``SEALMQ_PASSWORD``) and runs each block, unchanged but for the
-default ports (61614, 8883: the test broker listens on free ones), in a fresh
+default ports (61614, 8883, 5671: the test broker listens on free ones), in a fresh
 interpreter whose working folder is not the broker's. Blocks marked ``python
 fragment`` are skipped; the README names the test that covers each.
 
@@ -36,6 +36,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 EXPECTED = {
     "import stomp": ("received: hello", 6),
     "import paho.mqtt.client as mqtt": ("received: orders/new b'hello'", 2),
+    "from proton import": ("received: hello", 2),
 }
 
 
@@ -115,6 +116,7 @@ def _run(block: Block, broker: BrokerProcess, env: dict[str, str], cwd: Path) ->
     ports = {
         DEFAULT_TLS_PORTS["stomp"]: broker.stomp_port,
         DEFAULT_TLS_PORTS["mqtt"]: broker.mqtt_port,
+        DEFAULT_TLS_PORTS["amqp"]: broker.amqp_port,
     }
     code = block.code
     assert any(re.search(rf"\b{port}\b", code) for port in ports), "an example names its port"
@@ -136,7 +138,7 @@ def _run(block: Block, broker: BrokerProcess, env: dict[str, str], cwd: Path) ->
 
 
 def test_the_readme_examples_run_as_written(processes: ProcessBrokers, tmp_path: Path) -> None:
-    broker = processes.new(users=None, mqtt=True).start()
+    broker = processes.new(users=None, mqtt=True, amqp=True).start()
     output = broker.run_output()
     ca = _printed(output, r"Clients trust the broker's certificate authority at: (\S+)")
     assert Path(ca).is_absolute(), "the printed CA path works from any folder"
