@@ -358,3 +358,23 @@ def _decimal128_value(value: bytes) -> Any:
     from sealmq.wire.amqp import decimal_from_bid
 
     return decimal_from_bid(int.from_bytes(value, "big"), 128)
+
+
+def test_closing_a_session_detaches_its_links(amqp: AmqpClients) -> None:
+    from proton import Endpoint
+
+    conn = amqp.connect()
+    # A session of its own (BlockingConnection puts its links on one it keeps).
+    session = conn.conn.session()
+    session.open()
+    first = conn.container.create_receiver(session, "queue://session.close", name="first")
+    first.flow(10)
+    conn.wait(lambda: bool(first.state & Endpoint.REMOTE_ACTIVE), timeout=10, msg="attach")
+    session.close()
+    conn.wait(lambda: bool(session.state & Endpoint.REMOTE_CLOSED), timeout=10, msg="end")
+    # The closed session's receiver had credit: were its link still the broker's
+    # consumer, the message would go to it and never reach the second one.
+    conn.create_sender("queue://session.close").send(Message(body="after", durable=True))
+    second = conn.create_receiver("queue://session.close", credit=10, name="second")
+    assert second.receive(timeout=10).body == "after"
+    second.accept()
