@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,23 +225,42 @@ class Collector(stomp.ConnectionListener):  # type: ignore[misc]
 _stomp_connections: list[stomp.Connection] = []
 
 
+#: Every stomp.py transport made in this process (plain and WebSocket), however the
+#: test made its connection: see :func:`close_stomp_leftovers`.
+_stomp_transports: weakref.WeakSet[Any] = weakref.WeakSet()
+_transport_init = stomp.transport.BaseTransport.__init__
+
+
+def _tracked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _transport_init(self, *args, **kwargs)
+    _stomp_transports.add(self)
+
+
+stomp.transport.BaseTransport.__init__ = _tracked_init  # type: ignore[method-assign]
+
+
 def close_stomp_leftovers() -> int:
     """Close the sockets of the stomp.py connections a test left open, so their
     receiver threads end (a test that fails, or one that kills its broker, does not
     disconnect: hundreds of threads left over slowed later tests down). Closing the
     socket, not DISCONNECT: the broker may be gone. How many were still open."""
+    _stomp_connections.clear()
     still_open = 0
-    while _stomp_connections:
-        transport = _stomp_connections.pop().transport
-        sock = transport.socket
+    for transport in list(_stomp_transports):
+        _stomp_transports.discard(transport)
+        sock = getattr(transport, "socket", None)
         transport.running = False
         if sock is None:
             continue
         still_open += 1
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # wakes the receiver thread's recv
-        with contextlib.suppress(OSError):
-            sock.close()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the receiver thread's recv
+            with contextlib.suppress(OSError):
+                sock.close()
+        else:  # websocket-client's socket (stomp.py's WSTransport)
+            with contextlib.suppress(Exception):
+                sock.close()
     return still_open
 
 
