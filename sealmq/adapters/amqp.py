@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,7 +43,6 @@ from cproton import (  # type: ignore[import-untyped]
 from proton import (
     Collector,
     Condition,
-    Data,
     Delivery,
     Described,
     Disposition,
@@ -53,20 +50,26 @@ from proton import (
     Link,
     Terminus,
     Transport,
-    decimal32,
-    decimal64,
-    decimal128,
     symbol,
     ulong,
 )
 from proton import Connection as AmqpConnection
 from proton import byte as amqp_byte
-from proton import char as amqp_char
-from proton import float32 as amqp_float32
-from proton import int32 as amqp_int32
-from proton import short as amqp_short
-from proton import timestamp as amqp_timestamp
 
+from sealmq.adapters.amqp_sasl import (
+    FRAME,
+    MAX_SASL_FRAME,
+    SASL_AUTH,
+    SASL_FRAME_TYPE,
+    SASL_HEADER,
+    SASL_OK,
+    SASL_SYS_PERM,
+    SaslError,
+    mechanisms_frame,
+    outcome_frame,
+    parse_sasl_init,
+)
+from sealmq.adapters.amqp_values import message_id_of, to_amqp_value, to_core_value
 from sealmq.adapters.base import Authenticator
 from sealmq.adapters.base import Link as DriverLink
 from sealmq.core.authorization import Permission
@@ -84,24 +87,14 @@ from sealmq.core.errors import (
 )
 from sealmq.core.model import (
     BodyKind,
-    Byte,
-    Char,
     Destination,
     DestinationKind,
-    Float32,
-    Int,
     Message,
-    PropertyValue,
-    Short,
-    Symbol,
-    Timestamp,
 )
 from sealmq.core.session import Session as CoreSession
 from sealmq.wire.amqp import (
     AmqpDecodeError,
     Body,
-    bid_from_decimal,
-    decimal_from_bid,
     decode_message,
     decode_value,
     encode_message,
@@ -114,15 +107,6 @@ __all__ = ["AmqpSession"]
 log = logging.getLogger("sealmq.amqp")
 
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
-SASL_HEADER = b"AMQP\x03\x01\x00\x00"
-_FRAME = struct.Struct(">IBBH")  # size, doff, type, channel
-_SASL_FRAME_TYPE = 1
-#: SASL frames are small (a user name and password); more is not a login.
-_MAX_SASL_FRAME = 64 * 1024
-_SASL_MECHANISMS = 0x40
-_SASL_INIT = 0x41
-_SASL_OUTCOME = 0x44
-_SASL_OK, _SASL_AUTH, _SASL_SYS_PERM = 0, 1, 3
 
 #: Link credit the broker grants a client's sender link, topped up as messages are
 #: accepted (so at most this many are unconfirmed per link)...
@@ -198,141 +182,6 @@ def _condition_of(exc: BrokerError) -> str:
     if isinstance(exc, SubscriptionError | TransactionError):
         return "amqp:invalid-field"
     return "amqp:internal-error"
-
-
-# ------------------------------------------------------------------------ SASL
-
-
-def _sasl_frame(descriptor: int, put: Callable[[Data], None]) -> bytes:
-    data = Data()
-    data.put_described()
-    data.enter()
-    data.put_ulong(descriptor)
-    data.put_list()
-    data.enter()
-    put(data)
-    data.exit()
-    data.exit()
-    body = bytes(data.encode())
-    return _FRAME.pack(_FRAME.size + len(body), 2, _SASL_FRAME_TYPE, 0) + body
-
-
-def _mechanisms_frame(mechanisms: list[str]) -> bytes:
-    def put(data: Data) -> None:
-        data.put_array(False, Data.SYMBOL)
-        data.enter()
-        for name in mechanisms:
-            data.put_symbol(symbol(name))
-        data.exit()
-
-    return _sasl_frame(_SASL_MECHANISMS, put)
-
-
-def _outcome_frame(code: int) -> bytes:
-    return _sasl_frame(_SASL_OUTCOME, lambda data: data.put_ubyte(code))
-
-
-class _SaslError(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class _SaslInit:
-    mechanism: str
-    response: bytes
-
-
-def _parse_sasl_init(body: bytes) -> _SaslInit:
-    data = Data()
-    try:
-        data.decode(body)
-        data.rewind()
-        data.next()
-        described = data.get_object()
-    except Exception:
-        raise _SaslError("malformed SASL frame") from None
-    descriptor = getattr(described, "descriptor", None)
-    fields = getattr(described, "value", None)
-    if descriptor != _SASL_INIT or not isinstance(fields, list) or not fields:
-        raise _SaslError("expected sasl-init")
-    mechanism = fields[0]
-    response = fields[1] if len(fields) > 1 else None
-    if not isinstance(mechanism, str):
-        raise _SaslError("sasl-init names no mechanism")
-    if response is None:
-        response = b""
-    if not isinstance(response, bytes | memoryview):
-        raise _SaslError("sasl-init's initial response is not binary")
-    return _SaslInit(str(mechanism), bytes(response))
-
-
-# ------------------------------------------------------------------------ values
-
-
-def _to_core_value(value: Any) -> PropertyValue:
-    """An application-property value as the core types it."""
-    if isinstance(value, decimal128):
-        return decimal_from_bid(int.from_bytes(value, "big"), 128)
-    if value is None or isinstance(value, bool | str | bytes | uuid.UUID):
-        if isinstance(value, symbol):
-            return Symbol(value)
-        if isinstance(value, amqp_char):
-            return Char(value)
-        return value
-    if isinstance(value, memoryview):
-        return bytes(value)
-    # Proton types AMQP decimals as their bits (ints, bytes): before int and bytes.
-    if isinstance(value, decimal32):
-        return decimal_from_bid(int(value), 32)
-    if isinstance(value, decimal64):
-        return decimal_from_bid(int(value), 64)
-    if isinstance(value, amqp_byte):
-        return Byte(value)
-    if isinstance(value, amqp_short):
-        return Short(value)
-    if isinstance(value, amqp_int32):
-        return Int(value)
-    if isinstance(value, amqp_timestamp):
-        return Timestamp(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, amqp_float32):
-        return Float32(value)
-    if isinstance(value, float):
-        return float(value)
-    raise TypeError(f"unsupported property type {type(value).__name__}")
-
-
-def _to_amqp_value(value: PropertyValue) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, Byte):
-        return amqp_byte(value)
-    if isinstance(value, Short):
-        return amqp_short(value)
-    if isinstance(value, Int):
-        return amqp_int32(value)
-    if isinstance(value, Timestamp):
-        return amqp_timestamp(value)
-    if isinstance(value, Float32):
-        return amqp_float32(value)
-    if isinstance(value, Symbol):
-        return symbol(value)
-    if isinstance(value, Char):
-        return amqp_char(value)
-    if isinstance(value, int | float | str | bytes | uuid.UUID):
-        return value
-    # A Decimal: a decimal128 when it fits (34 digits), else its text.
-    bits = bid_from_decimal(value, 128)
-    return str(value) if bits is None else decimal128(bits.to_bytes(16, "big"))
-
-
-def _message_id(value: Any) -> str | bytes | int | uuid.UUID | None:
-    if value is None or isinstance(value, str | int | uuid.UUID):
-        return value if not isinstance(value, symbol) else str(value)
-    if isinstance(value, bytes | memoryview):
-        return bytes(value)
-    return str(value)
 
 
 # ------------------------------------------------------------------------ links
@@ -546,28 +395,28 @@ class AmqpSession:
                 self._bad_header()
                 return
             del buf[:8]
-            self._write(SASL_HEADER + _mechanisms_frame(self._mechanisms()))
+            self._write(SASL_HEADER + mechanisms_frame(self._mechanisms()))
             self._phase = "init"
-        if len(buf) < _FRAME.size:
+        if len(buf) < FRAME.size:
             return
-        size, doff, frame_type, _ = _FRAME.unpack_from(buf)
-        if size > _MAX_SASL_FRAME or size < _FRAME.size or doff < 2 or doff * 4 > size:
-            self._write(_outcome_frame(_SASL_SYS_PERM))
+        size, doff, frame_type, _ = FRAME.unpack_from(buf)
+        if size > MAX_SASL_FRAME or size < FRAME.size or doff < 2 or doff * 4 > size:
+            self._write(outcome_frame(SASL_SYS_PERM))
             self._drop("malformed SASL frame")
             return
         if len(buf) < size:
             return
-        if frame_type != _SASL_FRAME_TYPE:
-            self._write(_outcome_frame(_SASL_SYS_PERM))
+        if frame_type != SASL_FRAME_TYPE:
+            self._write(outcome_frame(SASL_SYS_PERM))
             self._drop("expected a SASL frame")
             return
         body = bytes(buf[doff * 4 : size])
         rest = bytes(buf[size:])
         buf.clear()
         try:
-            init = _parse_sasl_init(body)
-        except _SaslError as exc:
-            self._write(_outcome_frame(_SASL_SYS_PERM))
+            init = parse_sasl_init(body)
+        except SaslError as exc:
+            self._write(outcome_frame(SASL_SYS_PERM))
             self._drop(str(exc))
             return
         self._phase = "login"
@@ -622,7 +471,7 @@ class AmqpSession:
             return
         self._principal = replace(principal, certificate=link.peer_certificate)
         if header is None:
-            self._write(_outcome_frame(_SASL_OK))
+            self._write(outcome_frame(SASL_OK))
         link.logged_in()
         self._start_engine()
         held = bytes(self._held)
@@ -633,7 +482,7 @@ class AmqpSession:
     def _refuse_login(self, mechanism: str, username: str | None, *, sasl: bool) -> None:
         log.info("AMQP login refused for %r (%s) from %s", username or "", mechanism, self._peer())
         if sasl:
-            self._write(_outcome_frame(_SASL_AUTH))
+            self._write(outcome_frame(SASL_AUTH))
         self._drop("authentication failed")
 
     # ----------------------------------------------------------------- the engine
@@ -1256,8 +1105,8 @@ class AmqpSession:
         if amqp.creation_time:
             message.timestamp = int(amqp.creation_time)
         message.redelivery_count = amqp.delivery_count
-        message.client_message_id = _message_id(amqp.id)
-        message.correlation_id = _message_id(amqp.correlation_id)
+        message.client_message_id = message_id_of(amqp.id)
+        message.correlation_id = message_id_of(amqp.correlation_id)
         message.subject = amqp.subject
         message.content_type = amqp.content_type or None
         message.content_encoding = amqp.content_encoding or None
@@ -1268,7 +1117,7 @@ class AmqpSession:
         message.group_seq = int(amqp.group_sequence or 0)
         message.reply_to_group_id = amqp.reply_to_group_id
         if amqp.properties:
-            message.properties = {str(k): _to_core_value(v) for k, v in amqp.properties.items()}
+            message.properties = {str(k): to_core_value(v) for k, v in amqp.properties.items()}
         annotations = amqp.annotations
         if annotations:
             # Where a message goes and its reply-to's kind are the broker's to say.
@@ -1290,10 +1139,10 @@ class AmqpSession:
             message.body_kind = BodyKind.OBJECT if jms_type == 1 else BodyKind.BYTES
         elif isinstance(body, dict):
             message.body_kind = BodyKind.MAP
-            message.body = encode_map({str(k): _to_core_value(v) for k, v in body.items()})
+            message.body = encode_map({str(k): to_core_value(v) for k, v in body.items()})
         elif isinstance(body, list):
             message.body_kind = BodyKind.STREAM
-            message.body = encode_stream([_to_core_value(v) for v in body])
+            message.body = encode_stream([to_core_value(v) for v in body])
         else:
             # An amqp-value of another type (a number, a uuid...): kept AMQP-encoded as
             # a bytes body, handed back to AMQP receivers as the value it was.
@@ -1433,7 +1282,7 @@ class AmqpSession:
         if message.reply_to_group_id:
             amqp.reply_to_group_id = message.reply_to_group_id
         if message.properties:
-            amqp.properties = {k: _to_amqp_value(v) for k, v in message.properties.items()}
+            amqp.properties = {k: to_amqp_value(v) for k, v in message.properties.items()}
         annotations: dict[Any, Any] = {}
         stored = message.annotations.get(_ANNOTATIONS) if message.annotations else None
         if stored:
@@ -1456,10 +1305,10 @@ class AmqpSession:
             amqp.body_kind = Body.VALUE
         elif kind is BodyKind.MAP:
             amqp.body_kind = Body.VALUE
-            amqp.body = {k: _to_amqp_value(v) for k, v in decode_map(message.body).items()}
+            amqp.body = {k: to_amqp_value(v) for k, v in decode_map(message.body).items()}
         elif kind is BodyKind.STREAM:
             amqp.body_kind = Body.SEQUENCE
-            amqp.body = [_to_amqp_value(v) for v in decode_stream(message.body)]
+            amqp.body = [to_amqp_value(v) for v in decode_stream(message.body)]
         elif message.annotations and _AMQP_VALUE in message.annotations:
             amqp.body_kind = Body.VALUE
             amqp.raw_value = message.body
